@@ -1,0 +1,75 @@
+"""The ``plw`` command. Parsing and dispatch only; the work lives in importable functions.
+
+Subcommands are listed in ``COMMANDS``: each maps a name to ``(add_arguments, run)``; ``run(args)`` returns an
+exit code. Heavy imports (torch, transformers) happen inside ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", help="YAML run config (see --help-config for every key)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable; dotted keys reach into mappings, e.g. lora.r=16)",
+    )
+    p.add_argument("--help-config", action="store_true", help="list every config key with its default and exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .config import config_help, load_config
+
+    if args.help_config:
+        print(config_help())
+        return 0
+    if args.config is None and not args.overrides:
+        raise CLIError("train: give a CONFIG.yaml (and/or --set key=value)")
+    config = load_config(args.config, args.overrides)
+    from .runner import train_run
+
+    run_dir = train_run(config, progress=not args.no_progress)
+    print(f"[plw] done: {run_dir}/metrics.jsonl, {run_dir}/summary.json")
+    return 0
+
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "train": ("train one run from a YAML config", _train_args, _train),
+}
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="plw", description="Instruction-tuning with a prompt-loss-weight.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, add_arguments, _) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    from .config import ConfigError
+    from .data.encode import RecordError
+    from .models import ModelNotFoundError
+
+    try:
+        return COMMANDS[args.command][2](args)
+    except (CLIError, ConfigError, RecordError, ModelNotFoundError, FileNotFoundError) as err:
+        print(f"plw {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

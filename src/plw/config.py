@@ -1,0 +1,240 @@
+"""Run configuration: one typed dataclass, loaded from YAML plus ``--set key=value`` overrides, validated once.
+
+Every field has a help text (shown by ``plw train --help-config``). Unknown keys, wrong types and values out of
+range are errors that name the key, raised before any model or data is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .loss import check_plw
+
+
+class ConfigError(ValueError):
+    """A configuration problem, named by key."""
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+LORA_KEYS = {"r": int, "alpha": (int, float), "dropout": (int, float), "target_modules": (list, str)}
+
+
+@dataclass
+class RunConfig:
+    """Everything one training run needs. YAML keys are the field names."""
+
+    name: str = _f("run", "run name: results go to OUTPUT_DIR/NAME")
+    output_dir: str = _f("runs", "parent folder of run folders")
+    model: str = _f("smollm2-135m-instruct", "built-in name, Hugging Face id or local folder")
+    train_data: Any = _f(None, "train records: a JSONL path or a data spec mapping (see plw.data.sources)")
+    eval_data: Any = _f(None, "validation records, same forms as train_data")
+    max_train_rows: int | None = _f(None, "use only the first N train records (after reading)")
+    max_eval_rows: int | None = _f(None, "use only the first N validation records")
+    template: str = _f("auto", "auto | chat | plain: how records become text (see plw.encode)")
+    max_length: int = _f(512, "maximum tokens per row")
+    truncation: str = _f("drop", "drop | truncate_prompt_left: what to do with rows longer than max_length")
+    answer_choices: list | None = _f(None, "answer strings for choice accuracy, e.g. [A, B, C, D]; auto for MCQA")
+    prompt_loss_weight: float = _f(1.0, "weight of prompt tokens in [0, 1] (completion tokens weigh 1)")
+    lora: dict | None = _f(
+        None, "LoRA settings {r, alpha, dropout, target_modules}; null for full fine-tuning", keys=LORA_KEYS
+    )
+    epochs: float = _f(1.0, "training epochs")
+    max_steps: int = _f(-1, "stop after this many optimizer steps (-1: use epochs)")
+    learning_rate: float = _f(2e-4, "peak learning rate")
+    lr_scheduler: str = _f("linear", "transformers scheduler name: linear, cosine, constant_with_warmup, ...")
+    warmup: float = _f(0.0, "warm-up: steps (>= 1) or a fraction of all steps (< 1)")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    batch_size: int = _f(4, "rows per micro-batch per process")
+    eval_batch_size: int = _f(8, "rows per evaluation batch per process")
+    gradient_accumulation_steps: int = _f(1, "micro-batches per optimizer step")
+    eval_steps: float = _f(0.25, "evaluate every N optimizer steps (>= 1) or every fraction of training (< 1)")
+    eval_on_start: bool = _f(True, "evaluate once before the first step (the untrained baseline)")
+    logging_steps: float = _f(1, "log the training loss every N steps")
+    seed: int = _f(42, "seed for data order, initialisation and dropout")
+    bf16: str | bool = _f("auto", "bf16 autocast: true, false, or auto (on when the CPU/GPU supports it)")
+    gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass to save memory")
+    metric_for_best_model: str = _f("eval_completion_loss", "metric that picks the best checkpoint")
+    save_best: bool = _f(False, "keep the best checkpoint (adapter for LoRA) in the run folder")
+    report_to: list = _f(["tensorboard"], "logging integrations: tensorboard, wandb, mlflow, or [] for none")
+    device: str = _f("auto", "auto | cpu | cuda")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> RunConfig:
+        """Check values and relations between them; raise :class:`ConfigError` naming the key."""
+        try:
+            self.prompt_loss_weight = check_plw(self.prompt_loss_weight)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        if self.train_data is None:
+            raise ConfigError("train_data: required (a JSONL path or a data spec)")
+        _choice("template", self.template, ("auto", "chat", "plain"))
+        _choice("truncation", self.truncation, ("drop", "truncate_prompt_left"))
+        _choice("device", self.device, ("auto", "cpu", "cuda"))
+        if self.bf16 not in (True, False, "auto"):
+            raise ConfigError(f"bf16: expected true, false or auto, got {self.bf16!r}")
+        for key in ("max_length", "batch_size", "eval_batch_size", "gradient_accumulation_steps"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
+        for key in ("max_train_rows", "max_eval_rows"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ConfigError(f"{key}: must be >= 1 or null")
+        for key in ("learning_rate", "epochs", "eval_steps", "logging_steps"):
+            value = getattr(self, key)
+            if not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"{key}: must be a positive number, got {value!r}")
+        if self.warmup < 0:
+            raise ConfigError(f"warmup: must be >= 0, got {self.warmup}")
+        if not self.metric_for_best_model.startswith("eval_"):
+            raise ConfigError(f"metric_for_best_model: expected an eval_* metric, got {self.metric_for_best_model!r}")
+        if self.lora is not None:
+            _check_mapping("lora", self.lora, LORA_KEYS)
+        if "/" in self.name or self.name in ("", ".", ".."):
+            raise ConfigError(f"name: must be a plain folder name, got {self.name!r}")
+        return self
+
+
+def _choice(key: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}: expected one of {', '.join(map(str, allowed))}, got {value!r}")
+
+
+def _did_you_mean(key: str, known: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_mapping(prefix: str, value: Any, schema: dict[str, Any]) -> None:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{prefix}: expected a mapping, got {type(value).__name__}")
+    for k, v in value.items():
+        if k not in schema:
+            raise ConfigError(f"unknown key {prefix}.{k}{_did_you_mean(k, schema)}")
+        if not isinstance(v, schema[k]) or isinstance(v, bool):
+            raise ConfigError(f"{prefix}.{k}: wrong type {type(v).__name__}")
+
+
+def _allowed_types(tp: Any) -> tuple[type, ...]:
+    """Python types a YAML value may have for a field annotation (``Any`` -> anything)."""
+    if tp is Any:
+        return (object,)
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        out: tuple[type, ...] = ()
+        for arg in typing.get_args(tp):
+            out += _allowed_types(arg)
+        return out
+    if origin is not None:
+        return (origin,)
+    if tp is float:
+        return (float, int)
+    if tp is type(None):
+        return (type(None),)
+    return (tp,)
+
+
+_HINTS: dict[str, Any] | None = None
+
+
+def field_types() -> dict[str, Any]:
+    global _HINTS
+    if _HINTS is None:
+        _HINTS = typing.get_type_hints(RunConfig)
+    return _HINTS
+
+
+def from_dict(values: dict[str, Any]) -> RunConfig:
+    """Build a validated :class:`RunConfig`; unknown keys and wrong types are errors."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"a config is a mapping of keys to values, got {type(values).__name__}")
+    hints = field_types()
+    for key, value in values.items():
+        if key not in hints:
+            raise ConfigError(f"unknown key {key!r}{_did_you_mean(key, hints)}")
+        allowed = _allowed_types(hints[key])
+        bool_ok = bool in allowed or object in allowed
+        if not isinstance(value, allowed) or (isinstance(value, bool) and not bool_ok):
+            names = "/".join(t.__name__ for t in allowed)
+            raise ConfigError(f"{key}: expected {names}, got {type(value).__name__} {value!r}")
+    return RunConfig(**values).validate()
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"lora.r=16"`` -> ``(["lora", "r"], 16)``; the value is parsed as YAML (never evaluated as code)."""
+    if "=" not in item:
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {key}: cannot parse {raw!r}: {err}") from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(values: dict[str, Any], overrides: typing.Iterable[str]) -> dict[str, Any]:
+    """Apply ``key=value`` overrides (dotted keys reach into mappings such as ``lora``)."""
+    values = dict(values)
+    for item in overrides:
+        path, value = parse_override(item)
+        target = values
+        for part in path[:-1]:
+            child = target.get(part)
+            if child is None:
+                child = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"--set {item}: {part!r} is not a mapping")
+            target[part] = dict(child)
+            target = target[part]
+        target[path[-1]] = value
+    return values
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: a config is a mapping of keys to values")
+    return values
+
+
+def load_config(path: str | Path | None, overrides: typing.Iterable[str] = ()) -> RunConfig:
+    """Read a YAML config, apply overrides, validate. Relative data paths are relative to the working folder."""
+    values = read_yaml(path) if path is not None else {}
+    return from_dict(apply_overrides(values, overrides))
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+def config_help() -> str:
+    """One line per key: name, default and help."""
+    lines = []
+    for f in dataclasses.fields(RunConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        lines.append(f"  {f.name:<28} {str(default):<24} {f.metadata.get('help', '')}")
+    return "\n".join(lines)

@@ -1,0 +1,127 @@
+"""The prompt-loss-weighted causal-LM loss, as plain functions.
+
+Every target token ``t`` (predicted from the tokens before it) carries the weight ``w_t = plw * prompt_mask_t +
+completion_mask_t``. The loss of an optimizer step is ``sum(w * nll) / sum(w)`` where both sums run over every
+micro-batch of gradient accumulation and every data-parallel rank. So the functions here return *sums*; the
+division by the step-level normaliser happens once (``PLWTrainer`` passes it as ``num_items_in_batch``).
+
+``plw=1`` is the ordinary causal-LM loss, ``plw=0`` completion-only training.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+def check_plw(plw: Any, name: str = "prompt_loss_weight") -> float:
+    """Return ``plw`` as a float, or raise ``ValueError`` if it is not a number in [0, 1]."""
+    if isinstance(plw, bool) or not isinstance(plw, (int, float)):
+        raise ValueError(f"{name} must be a number in [0, 1], got {plw!r}")
+    if math.isnan(plw) or not 0.0 <= plw <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {plw!r}")
+    return float(plw)
+
+
+def target_weights(
+    prompt_mask: torch.Tensor,
+    completion_mask: torch.Tensor,
+    plw: float,
+    position_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Weights of the *targets* ``input_ids[:, 1:]``: shape ``[B, N-1]``, float32.
+
+    With ``position_ids`` (packed rows), a token that starts a row (position 0) is never a target: it would be
+    predicted from the previous row's last token.
+    """
+    w = plw * prompt_mask[:, 1:].float() + completion_mask[:, 1:].float()
+    if position_ids is not None:
+        w = w * (position_ids[:, 1:] != 0).float()
+    return w
+
+
+def token_nll(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """Per-target negative log-likelihood in float32, shape ``[B, N-1]`` (``logits`` are ``[B, N, V]``)."""
+    shift_logits = logits[:, :-1, :].float()
+    targets = input_ids[:, 1:].to(shift_logits.device)
+    nll = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), targets.reshape(-1), reduction="none")
+    return nll.view(targets.shape)
+
+
+def weighted_nll_sum(
+    logits: torch.Tensor,
+    input_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_mask: torch.Tensor,
+    plw: float,
+    position_ids: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(sum(w * nll), sum(w))`` over the targets of one micro-batch."""
+    w = target_weights(prompt_mask, completion_mask, plw, position_ids).to(logits.device)
+    nll = token_nll(logits, input_ids)
+    return (w * nll).sum(), w.sum()
+
+
+def plw_loss(
+    logits: torch.Tensor,
+    input_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_mask: torch.Tensor,
+    plw: float,
+    normalizer: torch.Tensor | float | None = None,
+    position_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Weighted mean NLL ``sum(w * nll) / normalizer`` (``normalizer`` defaults to this batch's ``sum(w)``).
+
+    Pass the sum of weights of the whole optimizer step as ``normalizer`` so that gradient accumulation and the
+    number of processes do not change the gradient.
+    """
+    total, weight = weighted_nll_sum(logits, input_ids, prompt_mask, completion_mask, plw, position_ids)
+    denom = weight if normalizer is None else normalizer
+    if torch.is_tensor(denom):
+        denom = denom.to(total.device, total.dtype)
+    return total / denom
+
+
+# ---- for users of the stock transformers.Trainer / TRL ------------------------------------------------------------
+#
+# A stock Trainer hands `compute_loss_func(outputs, labels, num_items_in_batch)` only the labels, so the prompt and
+# completion masks travel inside them: completion targets keep their id, prompt targets are stored as
+# `-(id) - 101` (always < -100), padding is -100. The Trainer counts every label != -100 for `num_items_in_batch`.
+
+
+def signed_labels(input_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+    """Labels for :func:`make_compute_loss_func`: completion ids as is, prompt ids as ``-id-101``, others -100."""
+    labels = torch.full_like(input_ids, IGNORE_INDEX)
+    labels = torch.where(completion_mask.bool(), input_ids, labels)
+    return torch.where(prompt_mask.bool(), -input_ids - 101, labels)
+
+
+def make_compute_loss_func(prompt_loss_weight: float):
+    """A ``compute_loss_func`` for ``transformers.Trainer`` (or TRL) that applies the prompt-loss-weight.
+
+    The collator must put :func:`signed_labels` in ``labels``. Within a micro-batch the loss is the exact weighted
+    mean. Across micro-batches of one step the stock Trainer only knows the count of labels, so micro-batches are
+    combined in proportion to their target counts: exact with one micro-batch per step, an approximation with
+    gradient accumulation. ``PLWTrainer`` normalises by the step's sum of weights instead and is exact everywhere.
+    """
+    plw = check_plw(prompt_loss_weight)
+
+    def compute_loss_func(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        completion_mask = labels >= 0
+        prompt_mask = labels < IGNORE_INDEX
+        input_ids = torch.where(prompt_mask, -labels - 101, labels.clamp(min=0))
+        total, weight = weighted_nll_sum(logits, input_ids, prompt_mask, completion_mask, plw)
+        mean = total / weight.clamp(min=1e-12)
+        if num_items_in_batch is None:
+            return mean
+        count = (labels[:, 1:] != IGNORE_INDEX).sum().to(mean.device)
+        return mean * count / torch.as_tensor(num_items_in_batch, device=mean.device, dtype=mean.dtype)
+
+    return compute_loss_func

@@ -1,0 +1,200 @@
+"""One training run from a :class:`~plw.config.RunConfig`: data -> rows -> PLWTrainer -> the run folder.
+
+The run folder ``OUTPUT_DIR/NAME`` receives ``config.yaml`` (resolved), ``data_report.json``,
+``metrics.jsonl`` (one line per evaluation), ``summary.json``, TensorBoard logs under ``tb/`` and, with
+``save_best``, the best checkpoint (adapter for LoRA) under ``best/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, RunConfig, dump_config
+from .runio import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl_lines, summarize
+
+
+def cpu_supports_bf16() -> bool:
+    """True when this CPU has native bf16 instructions (AVX512-BF16 or AMX), where bf16 autocast pays off."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_bf16(setting: str | bool, use_cpu: bool) -> bool:
+    if setting != "auto":
+        return bool(setting)
+    if use_cpu:
+        return cpu_supports_bf16()
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def prepare_rows(config: RunConfig, tokenizer: Any, which: str) -> tuple[list[dict], dict[str, Any], list[str] | None]:
+    """Read and encode the train or eval records; return rows, the data report and the answer choices."""
+    from .data.encode import encode_records
+    from .data.sources import load_records
+
+    spec = config.train_data if which == "train" else config.eval_data
+    loaded = load_records(spec)
+    limit = config.max_train_rows if which == "train" else config.max_eval_rows
+    records, names = loaded.records[:limit], loaded.names[:limit]
+    rows, report = encode_records(
+        tokenizer, records, config.max_length, config.truncation, config.template, names=names
+    )
+    if not rows:
+        raise ConfigError(f"{which}_data: no rows left after encoding ({report.summary()})")
+    info = {"source": loaded.description, "records_available": len(loaded.records), **report.as_dict()}
+    return rows, info, loaded.answer_choices
+
+
+class MetricsJsonlCallback:
+    """Writes one ``metrics.jsonl`` line per evaluation: step, epoch, plw, the last training loss, every eval_*."""
+
+    def __init__(self, path: Path, plw: float):
+        from transformers import TrainerCallback
+
+        self.path = Path(path)
+        self.plw = plw
+        self.train_loss: float | None = None
+        outer = self
+
+        class _Callback(TrainerCallback):
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if logs and "loss" in logs:
+                    outer.train_loss = float(logs["loss"])
+
+            def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+                if state.is_world_process_zero and metrics:
+                    outer.write(state, metrics)
+
+        self.callback = _Callback()
+
+    def write(self, state: Any, metrics: dict[str, Any]) -> None:
+        line = {"step": state.global_step, "epoch": round(float(state.epoch or 0.0), 6), "plw": self.plw}
+        line["train_loss"] = self.train_loss
+        line.update({k: v for k, v in metrics.items() if k.startswith("eval_") and isinstance(v, (int, float))})
+        append_jsonl(self.path, line)
+
+
+def training_arguments(config: RunConfig, run_dir: Path, n_train_rows: int) -> Any:
+    from transformers import TrainingArguments
+
+    use_cpu = config.device == "cpu" or (config.device == "auto" and not _cuda_available())
+    save = config.save_best
+    return TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup if config.warmup < 1 else int(config.warmup),
+        weight_decay=config.weight_decay,
+        eval_strategy="steps",
+        eval_steps=config.eval_steps,
+        eval_on_start=config.eval_on_start,
+        logging_steps=config.logging_steps,
+        save_strategy="steps" if save else "no",
+        save_steps=config.eval_steps if save else 500,
+        save_total_limit=1 if save else None,
+        load_best_model_at_end=save,
+        metric_for_best_model=config.metric_for_best_model,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=resolve_bf16(config.bf16, use_cpu),
+        use_cpu=use_cpu,
+        gradient_checkpointing=config.gradient_checkpointing,
+        report_to=list(config.report_to),
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+    )
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def apply_lora(model: Any, lora: dict[str, Any]) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(
+        r=int(lora.get("r", 16)),
+        lora_alpha=lora.get("alpha", 2 * int(lora.get("r", 16))),
+        lora_dropout=float(lora.get("dropout", 0.0)),
+        target_modules=lora.get("target_modules", "all-linear"),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, cfg)
+
+
+def train_run(config: RunConfig, progress: bool = True) -> Path:
+    """Train one run; return its folder. Everything is validated before the model is loaded."""
+    from .models import load_model, load_tokenizer, resolve_model_path
+
+    run_dir = config.run_dir
+    resolve_model_path(config.model, with_weights=False)  # a missing local path fails here, not after data work
+    tokenizer = load_tokenizer(config.model)
+    train_rows, train_info, choices = prepare_rows(config, tokenizer, "train")
+    eval_rows, eval_info = None, None
+    if config.eval_data is not None:
+        eval_rows, eval_info, eval_choices = prepare_rows(config, tokenizer, "eval")
+        choices = choices or eval_choices
+    answer_choices = config.answer_choices or choices
+    data_report = {"train": train_info, "eval": eval_info}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", dump_config(config))
+    atomic_write_json(run_dir / "data_report.json", data_report)
+    print(f"[plw] train data: {_summary_line(train_info)}")
+    if eval_info:
+        print(f"[plw] eval data:  {_summary_line(eval_info)}")
+
+    from .trainer import PLWTrainer
+
+    model = load_model(config.model)
+    if config.lora:
+        model = apply_lora(model, config.lora)
+    args = training_arguments(config, run_dir, len(train_rows))
+    args.disable_tqdm = not progress
+    if eval_rows is None:
+        args.eval_strategy = "no"
+        args.eval_on_start = False
+        args.load_best_model_at_end = False
+    metrics_path = run_dir / "metrics.jsonl"
+    if metrics_path.exists():
+        metrics_path.unlink()  # a fresh run; resuming is a separate path
+    logger = MetricsJsonlCallback(metrics_path, config.prompt_loss_weight)
+    # transformers 5 reads the TensorBoard folder from the environment only.
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tb")
+    trainer = PLWTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_rows,
+        eval_dataset=eval_rows,
+        processing_class=tokenizer,
+        prompt_loss_weight=config.prompt_loss_weight,
+        answer_choices=answer_choices,
+        template=config.template,
+        callbacks=[logger.callback],
+    )
+    trainer.train()
+    if config.save_best and eval_rows is not None:
+        trainer.save_model(str(run_dir / "best"))
+        tokenizer.save_pretrained(str(run_dir / "best"))
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    atomic_write_json(run_dir / "summary.json", summarize(read_jsonl_lines(metrics_path)))
+    return run_dir
+
+
+def _summary_line(info: dict[str, Any]) -> str:
+    dropped = ", ".join(f"{n} {r}" for r, n in info["dropped"].items()) or "none dropped"
+    return f"{info['source']}: {info['read']} read, {info['kept']} kept, {info['truncated']} truncated, {dropped}"

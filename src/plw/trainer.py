@@ -1,0 +1,214 @@
+"""PLWTrainer: a ``transformers.Trainer`` whose loss weights prompt tokens by ``prompt_loss_weight``.
+
+Thin wiring around :mod:`plw.loss` and :mod:`plw.metrics`:
+
+* ``get_batch_samples`` computes the optimizer step's normaliser, the sum of target weights over every
+  micro-batch of the step, summed across processes, and hands it to ``compute_loss`` as ``num_items_in_batch``;
+* ``compute_loss`` returns ``sum(w * nll) / step_weight`` (times the number of processes, since data-parallel
+  backends average gradients), so the gradient does not depend on gradient accumulation or world size;
+* ``evaluation_loop`` streams the split validation metrics (device-resident sums, all-reduced once) instead of
+  gathering logits; ``evaluate()`` returns and logs them with the ``eval_`` prefix, so any of them can be
+  ``metric_for_best_model``. ``eval_loss`` is the weighted loss (the training objective).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers import Trainer
+from transformers.trainer_utils import EvalLoopOutput
+
+from .data.collate import PaddingCollator
+from .loss import check_plw, target_weights, weighted_nll_sum
+from .metrics import StreamingMetrics
+
+MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "position_ids")
+
+
+def choice_token_ids(tokenizer: Any, choices: Sequence[str], template: str = "auto") -> list[int]:
+    """Token id that starts each answer choice when it is the completion (e.g. ``"A"`` or ``" A"``).
+
+    Found by encoding each choice as a completion with the same template as the data, so that the id is the one
+    the model must produce at the answer position.
+    """
+    from .data.encode import encode
+
+    ids = []
+    for choice in choices:
+        row = encode(tokenizer, {"prompt": "?", "completion": choice}, template=template)
+        first = row["completion_mask"].index(1)
+        ids.append(row["input_ids"][first])
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"answer choices {list(choices)} do not start with distinct tokens: {ids}")
+    return ids
+
+
+class PLWTrainer(Trainer):
+    """``transformers.Trainer`` with the prompt-loss-weighted loss and streamed split metrics.
+
+    Args:
+        prompt_loss_weight: weight of prompt tokens in [0, 1]; completion tokens weigh 1. The default 1.0 is the
+            ordinary causal-LM loss, as with ``Trainer``.
+        answer_choices: for multiple-choice data, the answer strings (``["A", "B", "C", "D"]``; needs
+            ``processing_class``) or their token ids; enables ``eval_accuracy`` and ``eval_choice_accuracy``.
+        template: the template the rows were encoded with (to find the choice tokens).
+
+    Datasets are rows as :func:`plw.encode` returns them (a ``datasets.Dataset`` or a list). Stock
+    ``TrainingArguments`` work: the mask columns are kept (``remove_unused_columns`` is turned off) and a padding
+    collator that carries the masks is used unless ``data_collator`` is given.
+    """
+
+    loss_is_scaled_for_ga = True
+
+    def __init__(
+        self,
+        model: Any = None,
+        args: Any = None,
+        data_collator: Any = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
+        *,
+        prompt_loss_weight: float = 1.0,
+        answer_choices: Sequence[str] | Sequence[int] | None = None,
+        template: str = "auto",
+        **kwargs: Any,
+    ):
+        self.prompt_loss_weight = check_plw(prompt_loss_weight)
+        if args is not None and args.remove_unused_columns:
+            args.remove_unused_columns = False  # the masks are not model inputs but the loss needs them
+        if data_collator is None:
+            pad_id = getattr(processing_class, "pad_token_id", None)
+            data_collator = PaddingCollator(pad_token_id=pad_id if pad_id is not None else 0)
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            **kwargs,
+        )
+        if self.args.n_gpu > 1:
+            raise ValueError(
+                "PLWTrainer does not support torch.nn.DataParallel (several GPUs in one process); "
+                "launch one process per GPU with `accelerate launch` instead"
+            )
+        self.args.remove_unused_columns = False
+        self.choice_token_ids = self._resolve_choices(answer_choices, processing_class, template)
+
+    @staticmethod
+    def _resolve_choices(choices: Any, tokenizer: Any, template: str) -> list[int] | None:
+        if not choices:
+            return None
+        if all(isinstance(c, int) for c in choices):
+            return list(choices)
+        if tokenizer is None:
+            raise ValueError("answer_choices given as strings need processing_class=tokenizer")
+        return choice_token_ids(tokenizer, choices, template)
+
+    # ---- training ------------------------------------------------------------------------------------------------
+
+    def step_weight(self, batches: Sequence[dict[str, torch.Tensor]]) -> torch.Tensor:
+        """Sum of target weights over ``batches`` on this process (the local part of the step normaliser)."""
+        total = torch.zeros((), dtype=torch.float64)
+        for b in batches:
+            w = target_weights(b["prompt_mask"], b["completion_mask"], self.prompt_loss_weight, b.get("position_ids"))
+            total += w.sum().double().cpu()
+        return total
+
+    def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: torch.device) -> tuple[list, Any]:
+        """Collect the micro-batches of one optimizer step and their summed weight across all processes."""
+        batch_samples = []
+        for _ in range(num_batches):
+            try:
+                batch_samples.append(next(epoch_iterator))
+            except StopIteration:
+                break
+        if not batch_samples:
+            return batch_samples, None
+        total = self.step_weight(batch_samples).to(device)
+        if self.args.world_size > 1:
+            total = self.accelerator.reduce(total, reduction="sum")
+        return batch_samples, total.float()
+
+    def _forward(self, model: Any, inputs: dict[str, torch.Tensor]) -> Any:
+        model_inputs = {k: inputs[k] for k in MODEL_INPUT_KEYS if k in inputs}
+        return model(**model_inputs, use_cache=False)
+
+    def compute_loss(
+        self,
+        model: Any,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        """``sum(w * nll)`` of this micro-batch over the step's total weight (or this batch's, outside training)."""
+        outputs = self._forward(model, inputs)
+        total, weight = weighted_nll_sum(
+            outputs.logits,
+            inputs["input_ids"],
+            inputs["prompt_mask"],
+            inputs["completion_mask"],
+            self.prompt_loss_weight,
+            inputs.get("position_ids"),
+        )
+        if num_items_in_batch is None:
+            loss = total / weight.clamp(min=1e-12)
+        else:
+            # Data-parallel backends average gradients over processes; the normaliser already covers all of
+            # them, so undo the average.
+            loss = total / num_items_in_batch.to(total.device) * self.accelerator.num_processes
+        return (loss, outputs) if return_outputs else loss
+
+    # ---- evaluation ----------------------------------------------------------------------------------------------
+
+    def _eval_model(self) -> Any:
+        """The model as ``Trainer.evaluation_loop`` prepares it (wrapped/prepared once when called outside train)."""
+        model = self._wrap_model(self.model, training=False)
+        if len(self.accelerator._models) == 0 and model is self.model:
+            if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+                model = self.accelerator.prepare(model)
+            else:
+                model = self.accelerator.prepare_model(model, evaluation_mode=True)
+            if self.is_fsdp_enabled:
+                self.model = model
+            if model is not self.model:
+                self.model_wrapped = model
+        return model
+
+    def evaluation_loop(
+        self,
+        dataloader: Any,
+        description: str,
+        prediction_loss_only: bool | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> EvalLoopOutput:
+        """Stream the split metrics over ``dataloader``; no logits, predictions or per-token arrays are kept."""
+        model = self._eval_model()
+        model.eval()
+        self.callback_handler.eval_dataloader = dataloader
+        metrics = StreamingMetrics(self.prompt_loss_weight, self.choice_token_ids)
+        for inputs in dataloader:
+            inputs = self._prepare_inputs(inputs)
+            with torch.no_grad(), self.compute_loss_context_manager():
+                outputs = self._forward(model, inputs)
+            metrics.update(
+                outputs.logits,
+                inputs["input_ids"],
+                inputs["prompt_mask"],
+                inputs["completion_mask"],
+                inputs.get("position_ids"),
+            )
+            del outputs
+            self.control = self.callback_handler.on_prediction_step(self.args, self.state, self.control)
+        metrics.reduce(lambda t: self.accelerator.reduce(t, reduction="sum"))
+        values = metrics.compute()
+        out = {f"{metric_key_prefix}_{k}": v for k, v in values.items()}
+        if "weighted_loss" in values:
+            out[f"{metric_key_prefix}_loss"] = values["weighted_loss"]
+        num_samples = int(values.get("rows", 0))
+        return EvalLoopOutput(predictions=None, label_ids=None, metrics=out, num_samples=num_samples)
