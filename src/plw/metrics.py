@@ -129,7 +129,7 @@ class StreamingMetrics:
         """Sum the totals across processes, e.g. ``metrics.reduce(lambda t: accelerator.reduce(t, "sum"))``."""
         if self.sums is not None:
             stacked = reduce_fn(torch.stack([self.sums[k] for k in _SUMS]))
-            self.sums = dict(zip(_SUMS, stacked.unbind(0)))
+            self.sums = dict(zip(_SUMS, stacked.unbind(0), strict=True))
 
     def compute(self) -> dict[str, float]:
         """Divide the sums; a metric whose count is zero is left out rather than reported as 0 or NaN."""

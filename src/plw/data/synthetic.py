@@ -74,7 +74,7 @@ def make_record(rng: random.Random, gold: str, people: int = 8, fillers: int = 4
     options.insert(LETTERS.index(gold), subject[attribute])
     question = QUESTIONS[attribute][0].format(name=subject["name"])
     passage = _passage(rng, cast, fillers)
-    lettered = "\n".join(f"{letter}. {option}" for letter, option in zip(LETTERS, options))
+    lettered = "\n".join(f"{letter}. {option}" for letter, option in zip(LETTERS, options, strict=True))
     prompt = f"{INSTRUCTION}\n\nPassage:\n{passage}\n\nQuestion: {question}\n\nOptions:\n{lettered}\n\nAnswer:"
     return {
         "prompt": prompt,
