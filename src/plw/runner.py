@@ -111,7 +111,7 @@ def training_arguments(config: RunConfig, run_dir: Path, n_train_rows: int) -> A
         data_seed=config.seed,
         bf16=resolve_bf16(config.bf16, use_cpu),
         use_cpu=use_cpu,
-        gradient_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing=config.gradient_checkpointing,
         report_to=list(config.report_to),
         remove_unused_columns=False,
         dataloader_num_workers=0,

@@ -10,7 +10,7 @@ every token is either prompt or completion:
   inference time (the prompt is tokenized, the model then produces the completion tokens), so decoding the
   completion tokens gives back the rendered completion text.
 * **plain** (no template, or ``template="plain"``): ``[BOS] prompt + separator`` is the prompt, ``completion + EOS``
-  the completion. The default separator is ``"\\n"``.
+  the completion. BOS is added only when the tokenizer adds it to ordinary text; the default separator is ``"\\n"``.
 
 Records longer than ``max_length`` are never cut inside the completion: ``drop`` (default) leaves them out,
 ``truncate_prompt_left`` removes tokens from the start of the prompt. :func:`encode_records` counts what each
@@ -81,6 +81,15 @@ def render(tokenizer: Any, record: dict, template: str = "auto", separator: str 
     return prompt_text, full_text[len(prompt_text) :]
 
 
+def _adds_bos(tokenizer: Any) -> bool:
+    """Whether the tokenizer starts ordinary text with BOS (plain mode keeps that convention)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return False
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return bool(ids) and ids[0] == bos
+
+
 def _ids(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -110,7 +119,7 @@ def encode(
     prompt_ids = _ids(tokenizer, prompt_text)
     completion_ids = _ids(tokenizer, completion_text)
     if not chat:
-        if getattr(tokenizer, "bos_token_id", None) is not None and getattr(tokenizer, "add_bos_token", True):
+        if _adds_bos(tokenizer):
             prompt_ids = [tokenizer.bos_token_id] + prompt_ids
         if tokenizer.eos_token_id is None:
             raise ValueError("plain template needs a tokenizer with an EOS token")

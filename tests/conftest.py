@@ -1,0 +1,54 @@
+"""Shared fixtures: the real SmolLM2 tokenizer (no weights) and tiny random LLaMA models built in-process."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    import plw
+
+    return plw.load_tokenizer("smollm2-135m-instruct")
+
+
+def make_tiny_model(vocab_size: int, seed: int = 0, tie: bool = True, layers: int = 2):
+    """A random LLaMA with hidden size 64: fast enough for exact fp32 comparisons."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=tie,
+        use_cache=False,
+        attn_implementation="sdpa",
+    )
+    model = LlamaForCausalLM(config).float()
+    model.config.use_cache = False
+    return model
+
+
+@pytest.fixture
+def tiny_model(tokenizer):
+    return make_tiny_model(len(tokenizer))
+
+
+def requires_shared_data(*parts: str):
+    """Skip a test when ../shared/data (or a file under it) is absent, e.g. on a user's fresh clone."""
+    path = SHARED_DATA.joinpath(*parts)
+    return pytest.mark.skipif(not path.exists(), reason=f"reference data not present at {path}")

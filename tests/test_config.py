@@ -1,0 +1,62 @@
+"""Config loading and validation: every error names its key, before any model or data is loaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from plw.config import ConfigError, RunConfig, apply_overrides, from_dict, load_config
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+BASE = {"train_data": "train.jsonl"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_shipped_config_loads_and_starts_with_its_command(path):
+    config = load_config(path)
+    assert isinstance(config, RunConfig)
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("#") and ("plw " in first or "make " in first), first
+
+
+def test_shipped_configs_exist():
+    assert any(p.name == "demo.yaml" for p in CONFIGS)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({**BASE, "prompt_los_weight": 0.1}, "unknown key 'prompt_los_weight' (did you mean 'prompt_loss_weight'?)"),
+        ({**BASE, "prompt_loss_weight": 1.5}, "prompt_loss_weight must be in [0, 1]"),
+        ({**BASE, "prompt_loss_weight": float("nan")}, "prompt_loss_weight must be in [0, 1]"),
+        ({**BASE, "prompt_loss_weight": "0.1"}, "prompt_loss_weight: expected float/int, got str"),
+        ({**BASE, "batch_size": 0}, "batch_size: must be >= 1"),
+        ({**BASE, "batch_size": 2.5}, "batch_size: expected int"),
+        ({**BASE, "epochs": True}, "epochs: expected float/int, got bool"),
+        ({**BASE, "truncation": "cut"}, "truncation: expected one of drop, truncate_prompt_left"),
+        ({**BASE, "lora": {"alpah": 8}}, "unknown key lora.alpah (did you mean 'alpha'?)"),
+        ({**BASE, "metric_for_best_model": "accuracy"}, "metric_for_best_model: expected an eval_* metric"),
+        ({}, "train_data: required"),
+    ],
+)
+def test_config_errors_name_the_key(values, message):
+    with pytest.raises(ConfigError) as err:
+        from_dict(values)
+    assert message in str(err.value)
+
+
+def test_overrides_are_parsed_as_yaml_not_code():
+    values = apply_overrides(BASE, ["prompt_loss_weight=0.25", "lora.r=8", "name=__import__('os')", "report_to=[]"])
+    config = from_dict(values)
+    assert config.prompt_loss_weight == 0.25
+    assert config.lora == {"r": 8}
+    assert config.name == "__import__('os')"
+    assert config.report_to == []
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides(BASE, ["prompt_loss_weight"])
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("no/such/config.yaml")

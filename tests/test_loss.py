@@ -1,0 +1,92 @@
+"""The weighted loss against independent references: the model's own loss and brute-force sums."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from plw.data.collate import PaddingCollator
+from plw.data.encode import encode
+from plw.loss import check_plw, make_compute_loss_func, plw_loss, signed_labels, target_weights
+
+RECORDS = [
+    {"prompt": "Tell me about the sea. " * 3, "completion": "It is big and blue."},
+    {"prompt": "Short?", "completion": "A much longer answer that goes on for a while, with detail."},
+    {"prompt": "Which letter? A, B, C or D.", "completion": "C"},
+]
+
+
+def brute_force(model, rows, plw):
+    """Per-row forwards and Python loops over positions: sum(w * nll) / sum(w)."""
+    num = den = 0.0
+    for row in rows:
+        ids = torch.tensor([row["input_ids"]])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0].double(), -1)
+        for t in range(1, ids.shape[1]):
+            w = plw * row["prompt_mask"][t] + row["completion_mask"][t]
+            num += w * -logp[t - 1, row["input_ids"][t]].item()
+            den += w
+    return num / den
+
+
+@pytest.fixture
+def rows(tokenizer):
+    return [encode(tokenizer, r) for r in RECORDS]
+
+
+def test_plw_one_equals_model_loss_on_unpadded_batch(tiny_model, rows):
+    row = rows[0]
+    batch = PaddingCollator()([row])
+    with torch.no_grad():
+        out = tiny_model(input_ids=batch["input_ids"], labels=batch["input_ids"])
+    ours = plw_loss(out.logits, batch["input_ids"], batch["prompt_mask"], batch["completion_mask"], 1.0)
+    torch.testing.assert_close(ours, out.loss, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("plw", [0.0, 0.1, 0.37, 1.0])
+def test_padded_batch_equals_brute_force(tiny_model, rows, plw):
+    batch = PaddingCollator(pad_token_id=0)(rows)
+    with torch.no_grad():
+        logits = tiny_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    ours = plw_loss(logits, batch["input_ids"], batch["prompt_mask"], batch["completion_mask"], plw).item()
+    assert ours == pytest.approx(brute_force(tiny_model, rows, plw), rel=1e-5)
+
+
+def test_plw_zero_is_completion_only_mean(tiny_model, rows):
+    # Independent of our weights: F.cross_entropy with the prompt labelled -100.
+    batch = PaddingCollator()([rows[1]])
+    labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+    with torch.no_grad():
+        out = tiny_model(input_ids=batch["input_ids"], labels=labels)
+    ours = plw_loss(out.logits, batch["input_ids"], batch["prompt_mask"], batch["completion_mask"], 0.0)
+    torch.testing.assert_close(ours, out.loss, rtol=1e-5, atol=0)
+
+
+def test_row_start_is_never_a_target():
+    pm = torch.tensor([[1, 1, 0, 1, 0]])
+    cm = torch.tensor([[0, 0, 1, 0, 1]])
+    pos = torch.tensor([[0, 1, 2, 0, 1]])
+    w = target_weights(pm, cm, 0.5, pos)
+    assert w.tolist() == [[0.5, 1.0, 0.0, 1.0]]
+
+
+@pytest.mark.parametrize("plw", [0.0, 0.25, 1.0])
+def test_compute_loss_func_for_stock_trainer(tiny_model, rows, plw):
+    batch = PaddingCollator()(rows)
+    labels = signed_labels(batch["input_ids"], batch["prompt_mask"], batch["completion_mask"])
+    with torch.no_grad():
+        out = tiny_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    loss = make_compute_loss_func(plw)(out, labels)
+    assert loss.item() == pytest.approx(brute_force(tiny_model, rows, plw), rel=1e-5)
+    # With the Trainer's count of labels for a single micro-batch, the result is unchanged.
+    count = (labels[:, 1:] != -100).sum()
+    assert make_compute_loss_func(plw)(out, labels, count).item() == pytest.approx(loss.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, math.nan, "0.5", None, True])
+def test_plw_must_be_a_number_in_unit_interval(bad):
+    with pytest.raises(ValueError, match="prompt_loss_weight"):
+        check_plw(bad)
