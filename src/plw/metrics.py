@@ -77,7 +77,37 @@ class StreamingMetrics:
         position_ids: torch.Tensor | None = None,
     ) -> None:
         """Add one batch; ``logits`` is ``[B, N, V]`` aligned with ``input_ids`` ``[B, N]``."""
-        device = logits.device
+        self._update(lambda b, t: logits[b, t], logits.device, input_ids, prompt_mask, completion_mask, position_ids)
+
+    @torch.no_grad()
+    def update_from_hidden(
+        self,
+        hidden: torch.Tensor,
+        head: Callable[[torch.Tensor], torch.Tensor],
+        input_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        completion_mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+    ) -> None:
+        """Add one batch from the final hidden states ``[B, N, H]`` and the output projection ``head``.
+
+        The same sums as :meth:`update` on ``head(hidden)``, but only ``chunk_tokens`` target positions are ever
+        projected at once (see :class:`plw.chunked_loss.FinalHiddenCapture` for getting ``hidden``).
+        """
+        self._update(
+            lambda b, t: head(hidden[b, t]), hidden.device, input_ids, prompt_mask, completion_mask, position_ids
+        )
+
+    def _update(
+        self,
+        logits_at: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        device: torch.device,
+        input_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        completion_mask: torch.Tensor,
+        position_ids: torch.Tensor | None,
+    ) -> None:
+        """Shared body: ``logits_at(b_idx, t_idx)`` gives the ``[C, V]`` logits that predict ``input_ids[b, t+1]``."""
         self._init(device)
         input_ids, prompt_mask, completion_mask = (t.to(device) for t in (input_ids, prompt_mask, completion_mask))
         if position_ids is not None:
@@ -91,12 +121,15 @@ class StreamingMetrics:
         targets = input_ids[:, 1:][b_idx, t_idx]
         nll = torch.empty(targets.shape, dtype=torch.float32, device=device)
         pred = torch.empty(targets.shape, dtype=torch.long, device=device)
+        choices = torch.tensor(self.choice_token_ids, device=device) if self.choice_token_ids else None
+        choice_pred = torch.empty(targets.shape, dtype=torch.long, device=device) if choices is not None else None
         for s in range(0, targets.numel(), self.chunk_tokens):
-            chunk = logits[b_idx[s : s + self.chunk_tokens], t_idx[s : s + self.chunk_tokens]].float()
-            nll[s : s + self.chunk_tokens] = F.cross_entropy(
-                chunk, targets[s : s + self.chunk_tokens], reduction="none"
-            )
-            pred[s : s + self.chunk_tokens] = chunk.argmax(-1)
+            e = s + self.chunk_tokens
+            chunk = logits_at(b_idx[s:e], t_idx[s:e]).float()
+            nll[s:e] = F.cross_entropy(chunk, targets[s:e], reduction="none")
+            pred[s:e] = chunk.argmax(-1)
+            if choice_pred is not None:
+                choice_pred[s:e] = chunk[:, choices].argmax(-1)
         is_p = p_mask[b_idx, t_idx]
         is_c = c_mask[b_idx, t_idx]
         w = weights[b_idx, t_idx]
@@ -110,20 +143,15 @@ class StreamingMetrics:
         s["completion_correct"] += ((pred == targets) & is_c).sum()
         first = answer_positions(completion_mask)[:, 1:] & starts
         s["rows"] += first.sum()
-        if self.choice_token_ids:
-            self._update_choices(logits, input_ids, first)
-
-    def _update_choices(self, logits: torch.Tensor, input_ids: torch.Tensor, first: torch.Tensor) -> None:
-        choices = torch.tensor(self.choice_token_ids, device=logits.device)
-        b_idx, t_idx = torch.nonzero(first, as_tuple=True)
-        gold = input_ids[:, 1:][b_idx, t_idx]
-        is_choice = (gold[:, None] == choices[None, :]).any(-1)
-        b_idx, t_idx, gold = b_idx[is_choice], t_idx[is_choice], gold[is_choice]
-        answer_logits = logits[b_idx, t_idx].float()
-        s = self.sums
-        s["answer_rows"] += gold.numel()
-        s["answer_correct"] += (answer_logits.argmax(-1) == gold).sum()
-        s["choice_correct"] += (choices[answer_logits[:, choices].argmax(-1)] == gold).sum()
+        if choices is not None:
+            # Answer positions are completion targets, so they are among the scored positions.
+            at_answer = first[b_idx, t_idx]
+            gold = targets[at_answer]
+            is_choice = (gold[:, None] == choices[None, :]).any(-1)
+            gold = gold[is_choice]
+            s["answer_rows"] += gold.numel()
+            s["answer_correct"] += (pred[at_answer][is_choice] == gold).sum()
+            s["choice_correct"] += (choices[choice_pred[at_answer][is_choice]] == gold).sum()
 
     def reduce(self, reduce_fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """Sum the totals across processes, e.g. ``metrics.reduce(lambda t: accelerator.reduce(t, "sum"))``."""

@@ -5,7 +5,9 @@ Thin wiring around :mod:`plw.loss` and :mod:`plw.metrics`:
 * ``get_batch_samples`` computes the optimizer step's normaliser, the sum of target weights over every
   micro-batch of the step, summed across processes, and hands it to ``compute_loss`` as ``num_items_in_batch``;
 * ``compute_loss`` returns ``sum(w * nll) / step_weight`` (times the number of processes, since data-parallel
-  backends average gradients), so the gradient does not depend on gradient accumulation or world size;
+  backends average gradients), so the gradient does not depend on gradient accumulation or world size. By default
+  (``loss_impl="chunked"``) it is computed from the final hidden states by :mod:`plw.chunked_loss`, never holding
+  the ``B x N x V`` logits; ``loss_impl="plain"`` takes the model's full logits instead;
 * ``evaluation_loop`` streams the split validation metrics (device-resident sums, all-reduced once) instead of
   gathering logits; ``evaluate()`` returns and logs them with the ``eval_`` prefix, so any of them can be
   ``metric_for_best_model``. ``eval_loss`` is the weighted loss (the training objective).
@@ -20,11 +22,21 @@ import torch
 from transformers import Trainer
 from transformers.trainer_utils import EvalLoopOutput
 
+from .chunked_loss import (
+    DEFAULT_CHUNK_TOKENS,
+    FinalHiddenCapture,
+    check_head_output,
+    chunked_weighted_nll_sum,
+    describe_backend,
+    loss_backend,
+    output_head,
+)
 from .data.collate import PaddingCollator
 from .loss import check_plw, target_weights, weighted_nll_sum
 from .metrics import StreamingMetrics
 
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "position_ids")
+LOSS_IMPLS = ("chunked", "plain")
 
 
 def choice_token_ids(tokenizer: Any, choices: Sequence[str], template: str = "auto") -> list[int]:
@@ -54,6 +66,10 @@ class PLWTrainer(Trainer):
         answer_choices: for multiple-choice data, the answer strings (``["A", "B", "C", "D"]``; needs
             ``processing_class``) or their token ids; enables ``eval_accuracy`` and ``eval_choice_accuracy``.
         template: the template the rows were encoded with (to find the choice tokens).
+        loss_impl: ``"chunked"`` (default): loss and eval metrics from the final hidden states, zero-weight targets
+            skipped, ``loss_chunk_tokens`` targets projected at a time (:mod:`plw.chunked_loss`); ``"plain"``: from
+            the model's full ``B x N x V`` logits, for comparison and debugging.
+        loss_chunk_tokens: targets per chunk on the chunked path.
 
     Datasets are rows as :func:`plw.encode` returns them (a ``datasets.Dataset`` or a list). Stock
     ``TrainingArguments`` work: the mask columns are kept (``remove_unused_columns`` is turned off) and a padding
@@ -74,9 +90,18 @@ class PLWTrainer(Trainer):
         prompt_loss_weight: float = 1.0,
         answer_choices: Sequence[str] | Sequence[int] | None = None,
         template: str = "auto",
+        loss_impl: str = "chunked",
+        loss_chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
         **kwargs: Any,
     ):
         self.prompt_loss_weight = check_plw(prompt_loss_weight)
+        if loss_impl not in LOSS_IMPLS:
+            raise ValueError(f"loss_impl must be one of {', '.join(LOSS_IMPLS)}, got {loss_impl!r}")
+        if isinstance(loss_chunk_tokens, bool) or not isinstance(loss_chunk_tokens, int) or loss_chunk_tokens < 1:
+            raise ValueError(f"loss_chunk_tokens must be a positive integer, got {loss_chunk_tokens!r}")
+        self.loss_impl = loss_impl
+        self.loss_chunk_tokens = loss_chunk_tokens
+        self._head_checked = False
         if args is not None and args.remove_unused_columns:
             args.remove_unused_columns = False  # the masks are not model inputs but the loss needs them
         if data_collator is None:
@@ -138,6 +163,26 @@ class PLWTrainer(Trainer):
         model_inputs = {k: inputs[k] for k in MODEL_INPUT_KEYS if k in inputs}
         return model(**model_inputs, use_cache=False)
 
+    def _forward_hidden(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[Any, torch.Tensor, Any]:
+        """Forward through the (wrapped) model, capturing the final hidden states; the model projects one position.
+
+        Returns ``(outputs, hidden [B, N, H], head)``. On the first call, checks that the model's logits are the
+        head's output (no soft-capping or scaling after it), so the chunked loss equals the plain one.
+        """
+        head = output_head(self.accelerator.unwrap_model(model))
+        with FinalHiddenCapture(head) as capture:
+            outputs = self._forward(model, inputs)
+        if not self._head_checked:
+            self._head_checked = check_head_output(outputs.logits, capture.hidden, head)
+        return outputs, capture.hidden, head
+
+    def loss_path(self) -> str:
+        """One line naming the loss implementation this trainer uses on its model and device (for logs)."""
+        if self.loss_impl == "plain":
+            return "plain loss from the full B x N x V logits (loss_impl: plain)"
+        head = output_head(self.accelerator.unwrap_model(self.model))
+        return describe_backend(loss_backend(head, self.args.device), self.loss_chunk_tokens)
+
     def compute_loss(
         self,
         model: Any,
@@ -145,16 +190,19 @@ class PLWTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> Any:
-        """``sum(w * nll)`` of this micro-batch over the step's total weight (or this batch's, outside training)."""
-        outputs = self._forward(model, inputs)
-        total, weight = weighted_nll_sum(
-            outputs.logits,
-            inputs["input_ids"],
-            inputs["prompt_mask"],
-            inputs["completion_mask"],
-            self.prompt_loss_weight,
-            inputs.get("position_ids"),
-        )
+        """``sum(w * nll)`` of this micro-batch over the step's total weight (or this batch's, outside training).
+
+        On the chunked path ``outputs.logits`` holds only the last position's logits.
+        """
+        masks = (inputs["input_ids"], inputs["prompt_mask"], inputs["completion_mask"], self.prompt_loss_weight)
+        if self.loss_impl == "chunked":
+            outputs, hidden, head = self._forward_hidden(model, inputs)
+            total, weight = chunked_weighted_nll_sum(
+                hidden, head, *masks, inputs.get("position_ids"), chunk_tokens=self.loss_chunk_tokens
+            )
+        else:
+            outputs = self._forward(model, inputs)
+            total, weight = weighted_nll_sum(outputs.logits, *masks, inputs.get("position_ids"))
         if num_items_in_batch is None:
             loss = total / weight.clamp(min=1e-12)
         else:
@@ -194,15 +242,17 @@ class PLWTrainer(Trainer):
         metrics = StreamingMetrics(self.prompt_loss_weight, self.choice_token_ids)
         for inputs in dataloader:
             inputs = self._prepare_inputs(inputs)
+            batch = (inputs["input_ids"], inputs["prompt_mask"], inputs["completion_mask"], inputs.get("position_ids"))
             with torch.no_grad(), self.compute_loss_context_manager():
-                outputs = self._forward(model, inputs)
-            metrics.update(
-                outputs.logits,
-                inputs["input_ids"],
-                inputs["prompt_mask"],
-                inputs["completion_mask"],
-                inputs.get("position_ids"),
-            )
+                if self.loss_impl == "chunked":
+                    # Projected chunk by chunk under the same autocast as the forward, as the plain logits are.
+                    outputs, hidden, head = self._forward_hidden(model, inputs)
+                    metrics.update_from_hidden(hidden, head, *batch)
+                    del hidden
+                else:
+                    outputs = self._forward(model, inputs)
+            if self.loss_impl == "plain":
+                metrics.update(outputs.logits, *batch)
             del outputs
             self.control = self.callback_handler.on_prediction_step(self.args, self.state, self.control)
         metrics.reduce(lambda t: self.accelerator.reduce(t, reduction="sum"))
