@@ -67,6 +67,9 @@ class RunConfig:
     seed: int = _f(42, "seed for data order, initialisation and dropout")
     bf16: str | bool = _f("auto", "bf16 autocast: true, false, or auto (on when the CPU/GPU supports it)")
     gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass to save memory")
+    loss_impl: str = _f(
+        "chunked", "chunked: loss from hidden states, no B x N x V logits (default) | plain: full logits"
+    )
     metric_for_best_model: str = _f("eval_completion_loss", "metric that picks the best checkpoint")
     save_best: bool = _f(False, "keep the best checkpoint (adapter for LoRA) in the run folder")
     report_to: list = _f(["tensorboard"], "logging integrations: tensorboard, wandb, mlflow, or [] for none")
@@ -90,6 +93,7 @@ class RunConfig:
         _choice("template", self.template, ("auto", "chat", "plain"))
         _choice("truncation", self.truncation, ("drop", "truncate_prompt_left"))
         _choice("device", self.device, ("auto", "cpu", "cuda"))
+        _choice("loss_impl", self.loss_impl, ("chunked", "plain"))
         if self.bf16 not in (True, False, "auto"):
             raise ConfigError(f"bf16: expected true, false or auto, got {self.bf16!r}")
         for key in ("max_length", "batch_size", "eval_batch_size", "gradient_accumulation_steps"):

@@ -184,8 +184,10 @@ def train_run(config: RunConfig, progress: bool = True) -> Path:
         prompt_loss_weight=config.prompt_loss_weight,
         answer_choices=answer_choices,
         template=config.template,
+        loss_impl=config.loss_impl,
         callbacks=[logger.callback],
     )
+    print(f"[plw] loss: {trainer.loss_path()}")
     trainer.train()
     if config.save_best and eval_rows is not None:
         trainer.save_model(str(run_dir / "best"))
