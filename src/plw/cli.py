@@ -45,8 +45,49 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stats_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("datasets", nargs="+", metavar="DATASET", help="a file, a folder, or a hub name NAME[:CONFIG]")
+    p.add_argument("--tokenizer", help="count tokens with this tokenizer (a built-in name or a path); else words")
+    p.add_argument("--template", choices=["chat", "plain"], help="how records are rendered (default: chat if any)")
+    p.add_argument(
+        "--format", choices=["prompt_completion", "messages", "race"], help="record format (default: detected)"
+    )
+    p.add_argument("--split", help="split of a hub dataset (default train) or of a RACE release folder")
+    p.add_argument("--prompt-field", help="field holding the prompt")
+    p.add_argument("--completion-field", help="field holding the completion")
+    p.add_argument("--prompt-template", help="prompt built from fields, e.g. '{instruction}\\n\\n{input}'")
+    p.add_argument("--out", help="write stats.csv, stats.json and rg_hist.png into this folder")
+    p.add_argument("--num-proc", type=int, default=None, help="processes for tokenization (datasets.map)")
+    p.add_argument("--strict", action="store_true", help="a bad row is an error instead of being counted and left out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from .stats import run_stats
+
+    try:
+        run_stats(
+            args.datasets,
+            args.tokenizer,
+            args.template,
+            args.out,
+            progress=not args.no_progress,
+            format=args.format,
+            split=args.split,
+            num_proc=args.num_proc,
+            strict=args.strict,
+            prompt_field=args.prompt_field,
+            completion_field=args.completion_field,
+            prompt_template=args.prompt_template,
+        )
+    except ValueError as err:  # bad options or data (RecordError is a ValueError too)
+        raise CLIError(str(err)) from err
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "train": ("train one run from a YAML config", _train_args, _train),
+    "stats": ("generation-ratio statistics (Rg) of datasets: table, stats.csv/json, histograms", _stats_args, _stats),
 }
 
 

@@ -220,7 +220,7 @@ class RowMapper:
                 messages_problem(messages) if self.messages_field in row else f"missing field {self.messages_field!r}"
             )
             if problem:
-                report.drop(problem, row_name(row, where))
+                report.drop(problem, row_name(row, where), where=where)
                 return None
             report.kept += 1
             return {"messages": messages, "id": row_name(row, where)}
@@ -249,19 +249,19 @@ class RowMapper:
         name = row_name(row, where)
         prompt, reason = self._fill(row, self.prompt_field, self.prompt_template, "prompt")
         if prompt is None:
-            report.drop(reason, name)
+            report.drop(reason, name, where=where)
             return None
         completion, reason = self._fill(row, self.completion_field, self.completion_template, "completion")
         if completion is None:
-            report.drop(reason, name)
+            report.drop(reason, name, where=where)
             return None
         if not completion.strip():
-            report.drop("empty completion", name)
+            report.drop("empty completion", name, where=where)
             return None
         record = {"prompt": prompt, "completion": completion, "id": name}
         system = row.get(self.system_field or "system")
         if self.system_field and system is None:
-            report.drop(f"missing field {self.system_field!r}", name)
+            report.drop(f"missing field {self.system_field!r}", name, where=where)
             return None
         if isinstance(system, str) and system.strip():
             record["system"] = system

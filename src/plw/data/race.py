@@ -70,7 +70,7 @@ def race_record(row: dict[str, Any], where: str, report: LoadReport, rid: str | 
     """
     problem = _problem(row)
     if problem is not None:
-        report.drop(problem[0], row_name(row, where) if rid is None else rid, problem[1])
+        report.drop(problem[0], row_name(row, where) if rid is None else rid, problem[1], where=where)
         return None
     answer = row["answer"] if isinstance(row["answer"], str) else LETTERS[row["answer"]]
     record = {

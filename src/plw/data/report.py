@@ -32,14 +32,16 @@ class LoadReport:
     examples: dict[str, list[str]] = field(default_factory=dict)
     strict: bool = False
 
-    def drop(self, reason: str, where: str, detail: str = "") -> None:
-        """Count one dropped row (or, when ``strict``, raise naming ``where``, ``reason`` and ``detail``)."""
+    def drop(self, reason: str, name: str, detail: str = "", where: str | None = None) -> None:
+        """Count one dropped row named ``name`` (its id or location). Under ``strict``, raise instead, naming the
+        location ``where`` (file and line) as well when it differs from ``name``."""
         if self.strict:
             extra = f" ({detail})" if detail else ""
-            raise RecordError(f"{where}: {reason}{extra}; strict mode drops no row")
+            label = name if where is None or where == name else f"{where} (id {name})"
+            raise RecordError(f"{label}: {reason}{extra}; strict mode drops no row")
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
         if len(self.examples.setdefault(reason, [])) < EXAMPLES_PER_REASON:
-            self.examples[reason].append(where)
+            self.examples[reason].append(name)
 
     @property
     def n_dropped(self) -> int:

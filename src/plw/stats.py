@@ -1,0 +1,401 @@
+"""Generation-ratio statistics: how long completions are relative to prompts, per dataset.
+
+For a record, ``Rg = completion_tokens / prompt_tokens`` (DESIGN.md). With a tokenizer the counts are exactly
+those of :func:`plw.data.encode.encode` (chat template: the prompt is everything up to and including the generation
+prompt, the completion the rest; plain: ``BOS + prompt + "\\n"`` and ``completion + EOS``) or, for ``messages``
+records, of :func:`plw.data.messages.split_messages` (the last assistant turn is the completion). Without a
+tokenizer they are whitespace words of the raw prompt and completion text.
+
+A dataset is summarised by the arithmetic mean of Rg (dominated by the few rows with long completions), the
+geometric mean (the typical ratio on a log scale; always <= the arithmetic mean), the median, the 5th and 95th
+percentiles (numpy's linear interpolation) and the share of rows with Rg < 1. Rows with an empty prompt or an empty
+completion have no meaningful ratio: they are counted (``rows_empty_prompt``, ``rows_empty_completion``) and left
+out of every statistic, as are the rows the loader dropped (``rows_dropped``, with reasons).
+
+Counting streams: records are read lazily, written by ``datasets`` to Arrow files in a temporary folder and
+counted with ``Dataset.map(batched=True, num_proc=...)``, so no dataset is held in memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import tempfile
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data.encode import _use_chat_template, render
+from .data.files import FILE_FORMATS
+from .data.messages import split_messages
+from .data.sources import open_records
+from .runio import atomic_write_json, atomic_write_text
+
+STATS_KEYS = (
+    "dataset",
+    "rows",
+    "prompt_tokens_mean",
+    "completion_tokens_mean",
+    "rg_mean",
+    "rg_geomean",
+    "rg_median",
+    "rg_p5",
+    "rg_p95",
+    "rg_lt1_share",
+)
+EXTRA_KEYS = (
+    "prompt_tokens_median",
+    "completion_tokens_median",
+    "rows_read",
+    "rows_dropped",
+    "rows_empty_prompt",
+    "rows_empty_completion",
+    "unit",
+    "format",
+    "source",
+)
+GENERIC_STEMS = {"train", "validation", "valid", "dev", "test", "data", "raw", "all"}
+_TEXT_COLUMNS = ("prompt", "completion", "system", "messages")
+
+
+def summarize(prompt_counts: Sequence[float], completion_counts: Sequence[float]) -> dict[str, float]:
+    """The statistics of one dataset from per-row counts (rows with a zero count are the caller's to exclude).
+
+    >>> summarize([10, 100], [10, 1])["rg_mean"], summarize([10, 100], [10, 1])["rg_geomean"]
+    (0.505, 0.1)
+    """
+    p = np.asarray(prompt_counts, dtype=np.float64)
+    c = np.asarray(completion_counts, dtype=np.float64)
+    if p.shape != c.shape:
+        raise ValueError("prompt and completion counts differ in length")
+    if len(p) == 0:
+        nan = float("nan")
+        keys = ["prompt_tokens_mean", "prompt_tokens_median", "completion_tokens_mean", "completion_tokens_median"]
+        keys += ["rg_mean", "rg_geomean", "rg_median", "rg_p5", "rg_p95", "rg_lt1_share"]
+        return {"rows": 0, **dict.fromkeys(keys, nan)}
+    if (p <= 0).any() or (c <= 0).any():
+        raise ValueError("counts must be positive; leave rows with an empty prompt or completion out")
+    rg = c / p
+    p5, p95 = np.percentile(rg, [5, 95])
+    return {
+        "rows": int(len(rg)),
+        "prompt_tokens_mean": float(p.mean()),
+        "prompt_tokens_median": float(np.median(p)),
+        "completion_tokens_mean": float(c.mean()),
+        "completion_tokens_median": float(np.median(c)),
+        "rg_mean": float(rg.mean()),
+        "rg_geomean": float(np.exp(np.log(rg).mean())),
+        "rg_median": float(np.median(rg)),
+        "rg_p5": float(p5),
+        "rg_p95": float(p95),
+        "rg_lt1_share": float((rg < 1).mean()),
+    }
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def _raw_texts(row: dict[str, Any]) -> tuple[str, str, list | None]:
+    """(raw prompt, raw completion, messages or None) of a normalised row."""
+    if row["messages"]:
+        messages = json.loads(row["messages"])
+        last = max(i for i, t in enumerate(messages) if t["role"] == "assistant")
+        return " ".join(t["content"] for t in messages[:last]), messages[last]["content"], messages
+    return row["prompt"], row["completion"], None
+
+
+def count_batch(batch: dict[str, list], tokenizer: Any = None, template: str = "auto") -> dict[str, list]:
+    """``Dataset.map(batched=True)`` function: prompt/completion counts of a batch of normalised rows."""
+    n = len(batch["prompt"])
+    rows = [{k: batch[k][i] for k in _TEXT_COLUMNS} for i in range(n)]
+    raw = [_raw_texts(r) for r in rows]
+    empty = [not p.strip() or not c.strip() for p, c, _ in raw]
+    if tokenizer is None:
+        return {
+            "n_prompt": [_words(p) for p, _, _ in raw],
+            "n_completion": [_words(c) for _, c, _ in raw],
+            "empty_prompt": [not p.strip() for p, _, _ in raw],
+            "empty": empty,
+        }
+    chat = _use_chat_template(tokenizer, template)
+    texts = []
+    for row, (_, _, messages) in zip(rows, raw, strict=True):
+        if messages is not None:
+            texts.append(split_messages(tokenizer, messages))
+        else:
+            record = {"prompt": row["prompt"], "completion": row["completion"], "system": row["system"]}
+            texts.append(render(tokenizer, record, template))
+    ids = tokenizer([t for pair in texts for t in pair], add_special_tokens=False, return_attention_mask=False)
+    lengths = [len(x) for x in ids["input_ids"]]
+    extra_p = extra_c = 0
+    if not chat:  # as encode(): BOS before the prompt when the tokenizer adds one, EOS after the completion
+        extra_p = int(
+            getattr(tokenizer, "bos_token_id", None) is not None and getattr(tokenizer, "add_bos_token", True)
+        )
+        extra_c = 1
+    return {
+        "n_prompt": [lengths[2 * i] + extra_p for i in range(n)],
+        "n_completion": [lengths[2 * i + 1] + extra_c for i in range(n)],
+        "empty_prompt": [not p.strip() for p, _, _ in raw],
+        "empty": empty,
+    }
+
+
+def _normalised(pairs: Iterator[tuple[str, dict]]) -> Iterator[dict[str, str | None]]:
+    for _, record in pairs:
+        if "messages" in record:
+            yield {"prompt": "", "completion": "", "system": None, "messages": json.dumps(record["messages"])}
+        else:
+            system = record.get("system")
+            yield {"prompt": record["prompt"], "completion": record["completion"], "system": system, "messages": ""}
+
+
+def dataset_counts(
+    spec: Any,
+    tokenizer: Any = None,
+    template: str = "auto",
+    num_proc: int | None = None,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Per-row counts of one dataset: ``{"n_prompt", "n_completion"}`` (numpy, empty rows removed) plus the
+    ``report`` of the loader, ``rows_empty_prompt``, ``rows_empty_completion``, ``format`` and ``description``."""
+    import datasets
+
+    stream = open_records(spec)
+    features = datasets.Features({k: datasets.Value("string") for k in _TEXT_COLUMNS})
+    was_enabled = datasets.is_progress_bar_enabled()
+    (datasets.enable_progress_bars if progress else datasets.disable_progress_bars)()
+    try:
+        with tempfile.TemporaryDirectory(prefix="plw-stats-") as tmp:
+            try:
+                ds = datasets.Dataset.from_generator(
+                    _normalised,
+                    features=features,
+                    cache_dir=tmp,
+                    gen_kwargs={"pairs": stream.pairs},
+                    fingerprint=uuid.uuid4().hex,
+                )
+            except datasets.exceptions.DatasetGenerationError as err:  # our own error inside the generator
+                if isinstance(err.__cause__, (ValueError, OSError)):
+                    raise err.__cause__ from None
+                raise
+            total = len(ds)
+            counted = ds.map(
+                count_batch,
+                batched=True,
+                batch_size=batch_size,
+                num_proc=num_proc if num_proc and num_proc > 1 and total >= 2 * batch_size else None,
+                remove_columns=list(_TEXT_COLUMNS),
+                fn_kwargs={"tokenizer": tokenizer, "template": template},
+                new_fingerprint=uuid.uuid4().hex,
+                desc=f"counting {stream.description}",
+            ).with_format("numpy")
+            cols = counted[:] if total else {k: np.zeros(0, dtype=np.int64) for k in ("n_prompt", "n_completion")}
+            empty = np.asarray(cols.get("empty", np.zeros(0)), dtype=bool)
+            empty_prompt = np.asarray(cols.get("empty_prompt", np.zeros(0)), dtype=bool)
+            result = {
+                "n_prompt": np.asarray(cols["n_prompt"])[~empty],
+                "n_completion": np.asarray(cols["n_completion"])[~empty],
+                "rows_empty_prompt": int(empty_prompt.sum()),
+                "rows_empty_completion": int((empty & ~empty_prompt).sum()),
+            }
+            del ds, counted
+    finally:
+        (datasets.enable_progress_bars if was_enabled else datasets.disable_progress_bars)()
+    # The loaders drop rows with an empty completion (nothing to learn); report them as empty here.
+    result["rows_empty_completion"] += stream.report.dropped.pop("empty completion", 0)
+    stream.report.examples.pop("empty completion", None)
+    result.update(report=stream.report, format=stream.format, description=stream.description)
+    return result
+
+
+def dataset_spec(arg: str, format: str | None = None, split: str | None = None, **mapping: Any) -> dict[str, Any]:
+    """A ``plw stats`` DATASET argument -> a data spec: an existing file or folder, else a hub name
+    ``NAME[:CONFIG]`` (split from ``split``, default ``train``)."""
+    from .data.sources import is_race_folder
+
+    mapping = {k: v for k, v in mapping.items() if v is not None}
+    if format:
+        mapping["format"] = format
+    path = Path(arg)
+    if path.exists():
+        spec: dict[str, Any] = {"source": "file", "path": str(path), **mapping}
+        if path.is_dir() and is_race_folder(path):
+            spec = {"source": "race", "path": str(path), "split": split}
+        return spec
+    if path.suffix.lower() in FILE_FORMATS or arg.startswith(("/", ".", "~")):
+        raise FileNotFoundError(f"{arg}: no such file or folder")
+    name, _, config = arg.partition(":")
+    return {"source": "hf", "name": name, "config": config or None, "split": split or "train", **mapping}
+
+
+def dataset_label(arg: str, split: str | None = None) -> str:
+    """A short name for tables and figures: the file stem, with its folder when the stem alone says little."""
+    path = Path(arg)
+    if not path.exists():
+        return arg + (f"[{split}]" if split else "")
+    stem = path.stem if path.is_file() else path.name
+    if stem.lower() in GENERIC_STEMS and path.resolve().parent.name:
+        stem = f"{path.resolve().parent.name}/{stem}"
+    return stem + (f"[{split}]" if split and path.is_dir() else "")
+
+
+def compute_stats(
+    datasets_args: Sequence[str],
+    tokenizer: Any = None,
+    template: str = "auto",
+    format: str | None = None,
+    split: str | None = None,
+    num_proc: int | None = None,
+    strict: bool = False,
+    progress: bool = True,
+    **mapping: Any,
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """One statistics row per dataset (keys :data:`STATS_KEYS` + :data:`EXTRA_KEYS`) and each dataset's Rg values."""
+    rows, rgs, seen = [], {}, set()
+    for arg in datasets_args:
+        label = dataset_label(arg, split)
+        base, k = label, 2
+        while label in seen:
+            label, k = f"{base}#{k}", k + 1
+        seen.add(label)
+        spec = dataset_spec(arg, format, split, **mapping)
+        spec["strict"] = strict
+        counts = dataset_counts(spec, tokenizer, template, num_proc, progress=progress)
+        stats = summarize(counts["n_prompt"], counts["n_completion"])
+        report = counts["report"]
+        row = {
+            "dataset": label,
+            **stats,
+            "rows_read": report.read,
+            "rows_dropped": report.n_dropped,
+            "rows_empty_prompt": counts["rows_empty_prompt"],
+            "rows_empty_completion": counts["rows_empty_completion"],
+            "unit": "tokens" if tokenizer is not None else "words",
+            "format": counts["format"],
+            "source": counts["description"],
+            "dropped": dict(report.dropped),
+            "dropped_examples": {k: list(v) for k, v in report.examples.items()},
+        }
+        rows.append({k: row[k] for k in STATS_KEYS + EXTRA_KEYS} | {k: row[k] for k in row if k not in STATS_KEYS})
+        rgs[label] = counts["n_completion"] / counts["n_prompt"] if len(counts["n_prompt"]) else np.zeros(0)
+    return rows, rgs
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.4g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+TABLE_COLUMNS = (
+    ("dataset", "dataset"),
+    ("rows", "rows"),
+    ("prompt_tokens_mean", "prompt mean"),
+    ("prompt_tokens_median", "prompt med"),
+    ("completion_tokens_mean", "compl mean"),
+    ("completion_tokens_median", "compl med"),
+    ("rg_mean", "Rg mean"),
+    ("rg_geomean", "Rg geomean"),
+    ("rg_median", "Rg median"),
+    ("rg_p5", "Rg p5"),
+    ("rg_p95", "Rg p95"),
+    ("rg_lt1_share", "Rg<1"),
+)
+
+
+def format_table(rows: Sequence[dict[str, Any]], markdown: bool = False) -> str:
+    """The statistics as an aligned text table (or a Markdown table)."""
+    header = [title for _, title in TABLE_COLUMNS]
+    body = [[_fmt(r[key]) for key, _ in TABLE_COLUMNS] for r in rows]
+    if markdown:
+        lines = [
+            "| " + " | ".join(header) + " |",
+            "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
+        ]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    return "\n".join([line(header)] + [line(r) for r in body])
+
+
+def write_stats(rows: Sequence[dict[str, Any]], out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``stats.json`` (a list of objects) and ``stats.csv`` (the scalar columns) into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # NaN (a dataset with no usable row) is not JSON: write null.
+    clean = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in rows]
+    atomic_write_json(out / "stats.json", clean)
+    columns = [k for k in rows[0] if not isinstance(rows[0][k], dict)] if rows else list(STATS_KEYS)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(clean)
+    atomic_write_text(out / "stats.csv", buffer.getvalue())
+    return out / "stats.json", out / "stats.csv"
+
+
+def report_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per dataset that lost rows: dropped (by reason, with the first ids) and empty rows."""
+    lines = []
+    for r in rows:
+        parts = [
+            f"{n} {reason} (e.g. {', '.join(r['dropped_examples'].get(reason, []))})"
+            for reason, n in r["dropped"].items()
+        ]
+        if r["rows_empty_prompt"]:
+            parts.append(f"{r['rows_empty_prompt']} empty prompt")
+        if r["rows_empty_completion"]:
+            parts.append(f"{r['rows_empty_completion']} empty completion")
+        if parts:
+            lines.append(f"{r['dataset']}: {r['rows_read']} read, {r['rows']} counted; left out: {'; '.join(parts)}")
+    return lines
+
+
+def run_stats(
+    datasets_args: Sequence[str],
+    tokenizer_name: str | None = None,
+    template: str | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """``plw stats``: compute, print the table and the rows left out, and with ``out_dir`` write ``stats.json``,
+    ``stats.csv`` and ``rg_hist.png``. ``options`` go to :func:`compute_stats`."""
+    tokenizer = None
+    if tokenizer_name:
+        from .models import load_tokenizer
+
+        tokenizer = load_tokenizer(tokenizer_name)
+    elif template:
+        raise ValueError("--template needs --tokenizer (without one, Rg counts whitespace words)")
+    rows, rgs = compute_stats(datasets_args, tokenizer, template or "auto", progress=progress, **options)
+    unit = "tokens" if tokenizer is not None else "whitespace words"
+    print(
+        f"Rg = completion / prompt, in {unit}"
+        + (f" ({tokenizer_name}, template {template or 'auto'})" if tokenizer else "")
+    )
+    print(format_table(rows))
+    for line in report_lines(rows):
+        print(line)
+    if out_dir is not None:
+        from .plots import plot_rg_histograms
+
+        json_path, csv_path = write_stats(rows, out_dir)
+        png = plot_rg_histograms(rgs, Path(out_dir) / "rg_hist.png", unit=unit)
+        print(f"wrote {json_path}, {csv_path}, {png}")
+    return rows
