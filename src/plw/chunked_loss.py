@@ -232,7 +232,9 @@ class _FusedLinearWeightedNLL(torch.autograd.Function):
             g = g.to(mm_dtype)
             if need_h:
                 grad_h[s : s + chunk_tokens] = (g @ weight.to(g.dtype)).to(hidden.dtype)
-            if need_w:
+            if need_w and g.dtype == grad_w.dtype == h.dtype:
+                grad_w.addmm_(g.t(), h)  # in place: no [V, H] temporary per chunk
+            elif need_w:
                 grad_w += (g.t() @ h.to(g.dtype)).float()
         ctx.save_for_backward(grad_h, grad_w, grad_b)
         ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
