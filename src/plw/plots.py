@@ -19,7 +19,7 @@ def plot_rg_histograms(
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     names = list(rg_by_dataset)
     if not names:
@@ -44,7 +44,10 @@ def plot_rg_histograms(
             lo_log, hi_log = lo_log - 0.5, hi_log + 0.5
         bottom.hist(rg, bins=np.logspace(lo_log, hi_log, bins + 1), color="tab:orange", alpha=0.85)
         bottom.set_xscale("log")
-        bottom.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks collide on narrow ranges
+        # Ticks at 1, 2, 5 x 10^k written as plain numbers: readable on narrow ranges, thinned on wide ones.
+        bottom.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=8))
+        bottom.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        bottom.xaxis.set_minor_formatter(NullFormatter())
         for ax, limit in ((top, hi), (bottom, rg.max())):
             ax.axvline(mean, color="black", linestyle="--", linewidth=1, label=f"mean {mean:.3g}")
             ax.axvline(geomean, color="black", linestyle=":", linewidth=1, label=f"geomean {geomean:.3g}")
