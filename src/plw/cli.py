@@ -41,7 +41,10 @@ def _train(args: argparse.Namespace) -> int:
     from .runner import train_run
 
     run_dir = train_run(config, progress=not args.no_progress)
-    print(f"[plw] done: {run_dir}/metrics.jsonl, {run_dir}/summary.json")
+    from .distributed import is_main_process
+
+    if is_main_process():
+        print(f"[plw] done: {run_dir}/metrics.jsonl, {run_dir}/summary.json")
     return 0
 
 

@@ -139,9 +139,11 @@ def apply_lora(model: Any, lora: dict[str, Any]) -> Any:
 
 def train_run(config: RunConfig, progress: bool = True) -> Path:
     """Train one run; return its folder. Everything is validated before the model is loaded."""
+    from .distributed import is_main_process
     from .models import load_model, load_tokenizer, resolve_model_path
 
     run_dir = config.run_dir
+    main = is_main_process()  # under `accelerate launch`, only rank 0 writes files and prints
     resolve_model_path(config.model, with_weights=False)  # a missing local path fails here, not after data work
     tokenizer = load_tokenizer(config.model)
     train_rows, train_info, choices = prepare_rows(config, tokenizer, "train")
@@ -151,12 +153,13 @@ def train_run(config: RunConfig, progress: bool = True) -> Path:
         choices = choices or eval_choices
     answer_choices = config.answer_choices or choices
     data_report = {"train": train_info, "eval": eval_info}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", dump_config(config))
-    atomic_write_json(run_dir / "data_report.json", data_report)
-    print(f"[plw] train data: {_summary_line(train_info)}")
-    if eval_info:
-        print(f"[plw] eval data:  {_summary_line(eval_info)}")
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", dump_config(config))
+        atomic_write_json(run_dir / "data_report.json", data_report)
+        print(f"[plw] train data: {_summary_line(train_info)}")
+        if eval_info:
+            print(f"[plw] eval data:  {_summary_line(eval_info)}")
 
     from .trainer import PLWTrainer
 
@@ -170,7 +173,7 @@ def train_run(config: RunConfig, progress: bool = True) -> Path:
         args.eval_on_start = False
         args.load_best_model_at_end = False
     metrics_path = run_dir / "metrics.jsonl"
-    if metrics_path.exists():
+    if main and metrics_path.exists():
         metrics_path.unlink()  # a fresh run; resuming is a separate path
     logger = MetricsJsonlCallback(metrics_path, config.prompt_loss_weight)
     # transformers 5 reads the TensorBoard folder from the environment only.
@@ -187,13 +190,17 @@ def train_run(config: RunConfig, progress: bool = True) -> Path:
         loss_impl=config.loss_impl,
         callbacks=[logger.callback],
     )
-    print(f"[plw] loss: {trainer.loss_path()}")
+    if main:
+        print(f"[plw] loss: {trainer.loss_path()}")
     trainer.train()
     if config.save_best and eval_rows is not None:
-        trainer.save_model(str(run_dir / "best"))
-        tokenizer.save_pretrained(str(run_dir / "best"))
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    atomic_write_json(run_dir / "summary.json", summarize(read_jsonl_lines(metrics_path)))
+        trainer.save_model(str(run_dir / "best"))  # every process: FSDP / ZeRO-3 gather the weights together
+        trainer.accelerator.wait_for_everyone()  # no process still reads a checkpoint when rank 0 removes them
+        if main:
+            tokenizer.save_pretrained(str(run_dir / "best"))
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    if main:
+        atomic_write_json(run_dir / "summary.json", summarize(read_jsonl_lines(metrics_path)))
     return run_dir
 
 

@@ -32,6 +32,7 @@ from .chunked_loss import (
     output_head,
 )
 from .data.collate import PaddingCollator
+from .distributed import real_rows_of_last_batch
 from .loss import check_plw, target_weights, weighted_nll_sum
 from .metrics import StreamingMetrics
 
@@ -219,6 +220,13 @@ class PLWTrainer(Trainer):
         if len(self.accelerator._models) == 0 and model is self.model:
             if self.is_deepspeed_enabled or self.is_fsdp_enabled:
                 model = self.accelerator.prepare(model)
+            elif self.args.world_size > 1:
+                # Prepare for training already: accelerate marks a model prepared in evaluation mode as prepared,
+                # and a later train() would then skip the DistributedDataParallel wrapper and never all-reduce
+                # the gradients (evaluate() before train(), transformers 5.24 + accelerate 1.15). Evaluate on the
+                # bare module (autocast applies to it too), so no buffers are broadcast per batch.
+                self.model_wrapped = self.accelerator.prepare_model(model)
+                return self.model
             else:
                 model = self.accelerator.prepare_model(model, evaluation_mode=True)
             if self.is_fsdp_enabled:
@@ -226,6 +234,25 @@ class PLWTrainer(Trainer):
             if model is not self.model:
                 self.model_wrapped = model
         return model
+
+    def _drop_repeated_rows(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Zero the segment masks of the rows accelerate repeated to even out the last batch across processes.
+
+        Such rows are run through the model like the others (every process must take part in each forward) but
+        add nothing to the metric sums, which are all-reduced, so no row counts twice.
+        """
+        state = self.accelerator.gradient_state
+        if self.args.world_size <= 1 or not self.accelerator.even_batches or not state.end_of_dataloader:
+            return inputs
+        keep = real_rows_of_last_batch(len(inputs["input_ids"]), self.accelerator.process_index, state.remainder)
+        if bool(keep.all()):
+            return inputs
+        keep = keep.to(inputs["prompt_mask"].device)[:, None]
+        return {
+            **inputs,
+            "prompt_mask": inputs["prompt_mask"] * keep,
+            "completion_mask": inputs["completion_mask"] * keep,
+        }
 
     def evaluation_loop(
         self,
@@ -241,7 +268,7 @@ class PLWTrainer(Trainer):
         self.callback_handler.eval_dataloader = dataloader
         metrics = StreamingMetrics(self.prompt_loss_weight, self.choice_token_ids)
         for inputs in dataloader:
-            inputs = self._prepare_inputs(inputs)
+            inputs = self._drop_repeated_rows(self._prepare_inputs(inputs))
             batch = (inputs["input_ids"], inputs["prompt_mask"], inputs["completion_mask"], inputs.get("position_ids"))
             with torch.no_grad(), self.compute_loss_context_manager():
                 if self.loss_impl == "chunked":
