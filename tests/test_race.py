@@ -62,7 +62,7 @@ def test_jsonl_bad_rows_counted_by_reason_and_strict(tmp_path):
         ROWS[1] | {"id": "int-answer", "answer": 2},
     ]
     path = write_jsonl(tmp_path / "bad.jsonl", bad)
-    loaded = load_records({"source": "race", "path": str(path)})
+    loaded = load_records({"source": "race", "path": str(path)}, strict=False)
     assert loaded.names == ["t/0", "int-answer"]
     assert loaded.records[1]["completion"] == "C"  # an integer answer is an option index
     rep = loaded.report
@@ -82,6 +82,8 @@ def test_jsonl_bad_rows_counted_by_reason_and_strict(tmp_path):
 def test_no_records_left_is_an_error(tmp_path):
     path = write_jsonl(tmp_path / "r.jsonl", [ROWS[0] | {"options": []}])
     with pytest.raises(RecordError, match="no records.*not 4 options"):
+        load_records({"source": "race", "path": str(path)}, strict=False)
+    with pytest.raises(RecordError, match=r"r\.jsonl:1 \(id t/0\): not 4 options \(got 0\)"):
         load_records({"source": "race", "path": str(path)})
 
 
@@ -120,7 +122,7 @@ def test_release_folder_mismatched_lists_are_dropped(tmp_path):
                "answers": ["A", "B"]}  # fmt: skip
     (tmp_path / "high" / "5.txt").write_text(json.dumps(passage))
     (tmp_path / "high" / "6.txt").write_text("{broken")
-    loaded = load_records({"source": "race", "path": str(tmp_path)})
+    loaded = load_records({"source": "race", "path": str(tmp_path), "strict": False})
     assert loaded.names == [f"{tmp_path.name}/high5.txt/0"]
     assert loaded.report.dropped == {"missing field 'options'": 1, "malformed JSON": 1}
 

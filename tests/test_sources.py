@@ -47,24 +47,29 @@ def test_bad_jsonl_rows_are_counted_by_reason_with_locations(tmp_path):
         {"id": "num", "prompt": "How many?", "completion": 3},
     ]
     path = write_jsonl(tmp_path / "bad.jsonl", rows)
-    loaded = load_records(str(path))
-    assert loaded.names == ["a", "num"]
-    assert loaded.records[1]["completion"] == "3"  # numbers are text
+    loaded = load_records(str(path), strict=False)
+    assert loaded.names == ["a"]
     report = loaded.report
-    assert (report.read, report.kept, report.n_dropped) == (7, 2, 5)
+    assert (report.read, report.kept, report.n_dropped) == (7, 1, 6)
     assert report.dropped == {
         "malformed JSON": 1,
         "missing field 'completion'": 1,
-        "field 'completion' is not text": 1,
+        "field 'completion' must be a string": 2,
         "empty completion": 1,
         "not a JSON object": 1,
     }
+    assert report.examples["field 'completion' must be a string"] == ["list", "num"]
     assert report.examples["malformed JSON"] == [f"{path}:2"]
     assert report.examples["missing field 'completion'"] == [f"{path}:3"]  # no id: file and line
     assert report.examples["empty completion"] == ["empty"]
-    assert "7 read, 2 kept" in report.summary() and f"{path}:2" in report.summary()
+    assert "7 read, 1 kept" in report.summary() and f"{path}:2" in report.summary()
+    # Training loads are strict by default: the first bad row stops them, named by file and line (and id).
     with pytest.raises(RecordError, match=r"bad\.jsonl:2: malformed JSON \(Unterminated string"):
-        load_records({"source": "file", "path": str(path), "strict": True})
+        load_records(str(path))
+    assert load_records({"source": "file", "path": str(path), "strict": False}).names == ["a"]
+    good_then_list = write_jsonl(tmp_path / "list.jsonl", [rows[0], rows[3]])
+    with pytest.raises(RecordError, match=r"list\.jsonl:2 \(id list\): field 'completion' must be a string"):
+        load_records(str(good_then_list))
 
 
 def test_json_csv_parquet_give_the_same_records(tmp_path):
@@ -118,7 +123,7 @@ def test_prompt_template_and_field_mapping(tmp_path):
     path = write_jsonl(tmp_path / "a.jsonl", ALPACA + [{"instruction": "No input field", "output": "x"}])
     spec = {"source": "file", "path": str(path), "prompt_template": "Task: {instruction}\nInput: {input}"}
     spec["completion_field"] = "output"
-    loaded = load_records(spec)
+    loaded = load_records(spec, strict=False)
     assert [r["prompt"] for r in loaded.records] == [
         "Task: Translate to French.\nInput: Good morning",
         "Task: Name a prime number.\nInput:",
@@ -133,6 +138,14 @@ def test_prompt_template_and_field_mapping(tmp_path):
         load_records({"source": "file", "path": str(qa), "prompt_template": "{} and {0}"})
     with pytest.raises(ValueError, match="not both"):
         load_records({"source": "file", "path": str(qa), "prompt_template": "{q}", "prompt_field": "q"})
+
+
+def test_template_fields_may_be_numbers(tmp_path):
+    path = write_jsonl(tmp_path / "n.jsonl", [{"q": "Double", "x": 21, "y": 42}, {"q": "Half", "x": [4], "y": 2}])
+    spec = {"source": "file", "path": str(path), "prompt_template": "{q} {x}", "completion_template": "{y}"}
+    loaded = load_records(spec, strict=False)
+    assert [(r["prompt"], r["completion"]) for r in loaded.records] == [("Double 21", "42")]
+    assert loaded.report.dropped == {"field 'x' is not text or a number": 1}
 
 
 def test_format_detection(tmp_path):
@@ -156,7 +169,7 @@ def test_format_detection(tmp_path):
         {"messages": "text"},
         {"id": "ok", "messages": messages},
     ]
-    loaded = load_records(str(write_jsonl(tmp_path / "m2.jsonl", bad_turns)))
+    loaded = load_records(str(write_jsonl(tmp_path / "m2.jsonl", bad_turns)), strict=False)
     assert loaded.names == ["ok"]
     assert loaded.report.dropped == {"no assistant turn": 1, "messages is not a non-empty list": 1}
 
@@ -195,7 +208,7 @@ def test_hf_hub_source_mocked(monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     spec = {"source": "hf", "name": "org/qa", "config": "main", "split": "test", "revision": "v1"}
-    loaded = load_records(spec | {"prompt_field": "question", "completion_field": "answer"})
+    loaded = load_records(spec | {"prompt_field": "question", "completion_field": "answer"}, strict=False)
     assert calls == [("org/qa", "main", "test", {"revision": "v1"})]
     assert [(r["prompt"], r["completion"]) for r in loaded.records] == [("Q1", "A1")]
     assert loaded.report.dropped == {"missing field 'answer'": 1}
@@ -211,7 +224,7 @@ def test_spec_errors(tmp_path):
     with pytest.raises(ValueError, match="format must be one of"):
         load_records({"source": "file", "path": str(path), "format": "tsv"})
     with pytest.raises(RecordError, match="no records"):
-        load_records(str(write_jsonl(tmp_path / "e.jsonl", [{"prompt": "p", "completion": ""}])))
+        load_records(str(write_jsonl(tmp_path / "e.jsonl", [{"prompt": "p", "completion": ""}])), strict=False)
 
 
 def test_synthetic_spec_still_works():

@@ -125,7 +125,9 @@ def data_files_in(folder: str | Path) -> list[Path]:
 
 
 def _text(value: Any) -> str | None:
-    """A field value as text for a template: None -> "", numbers -> str, anything else (lists...) -> None."""
+    """A field value as text for a template: None -> "", numbers -> str, anything else (lists...) -> None.
+
+    Only templates convert: a field used directly as the prompt or completion must already be a string."""
     if value is None:
         return ""
     if isinstance(value, str):
@@ -237,13 +239,14 @@ class RowMapper:
                     return None, f"missing field {name!r}"
                 values[name] = _text(row[name])
                 if values[name] is None:
-                    return None, f"field {name!r} is not text"
+                    return None, f"field {name!r} is not text or a number"
             return template.format(**values).strip(), ""
         key = field or default
         if key not in row or row[key] is None:
             return None, f"missing field {key!r}"
-        text = _text(row[key])
-        return (text, "") if text is not None else (None, f"field {key!r} is not text")
+        if not isinstance(row[key], str):
+            return None, f"field {key!r} must be a string"
+        return row[key], ""
 
     def _prompt_completion(self, row: dict[str, Any], where: str, report: LoadReport) -> dict | None:
         name = row_name(row, where)

@@ -38,7 +38,7 @@ class LoadReport:
         if self.strict:
             extra = f" ({detail})" if detail else ""
             label = name if where is None or where == name else f"{where} (id {name})"
-            raise RecordError(f"{label}: {reason}{extra}; strict mode drops no row")
+            raise RecordError(f"{label}: {reason}{extra}")
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
         if len(self.examples.setdefault(reason, [])) < EXAMPLES_PER_REASON:
             self.examples[reason].append(name)

@@ -19,8 +19,10 @@ files) or a mapping with a ``source``:
 ``prompt_template``, ``completion_template``, ``system_field``, ``messages_field``.
 
 Every source fills a :class:`~plw.data.report.LoadReport` (rows read, kept, dropped by reason with the first few
-ids); ``strict: true`` turns the first dropped row into an error. :func:`open_records` reads lazily (for
-statistics over large files); :func:`load_records` collects everything into lists (for training).
+ids); with ``strict`` the first bad row is an error instead, naming its file and line (and id).
+:func:`open_records` reads lazily and counts bad rows by default (for statistics over large files);
+:func:`load_records` collects everything into lists for training and is strict by default, so a broken training
+file stops a run before it starts. A spec's own ``strict`` key overrides either default.
 """
 
 from __future__ import annotations
@@ -194,6 +196,7 @@ def _open_race(d: dict) -> RecordStream:
 
 
 def _open_synthetic(d: dict) -> RecordStream:
+    d.pop("strict", None)  # generated records are always valid
     kwargs = {"n": int(d.pop("rows", 200)), "seed": int(d.pop("seed", 0))}
     for key in ("people", "fillers"):
         if key in d:
@@ -219,9 +222,11 @@ def _open_synthetic(d: dict) -> RecordStream:
 OPENERS = {"file": _open_file, "jsonl": _open_file, "hf": _open_hf, "race": _open_race, "synthetic": _open_synthetic}
 
 
-def open_records(spec: Any) -> RecordStream:
-    """Resolve a data spec (see the module docstring) into a lazy :class:`RecordStream`."""
+def open_records(spec: Any, strict: bool = False) -> RecordStream:
+    """Resolve a data spec (see the module docstring) into a lazy :class:`RecordStream`; ``strict`` is the default
+    when the spec has no ``strict`` key."""
     d = _spec_dict(spec)
+    d.setdefault("strict", strict)
     source = d.pop("source")
     if source not in OPENERS:
         raise ValueError(f"unknown data source {source!r} (known: {', '.join(OPENERS)})")
@@ -230,12 +235,13 @@ def open_records(spec: Any) -> RecordStream:
     return OPENERS[source](d)
 
 
-def load_records(spec: Any) -> LoadedRecords:
+def load_records(spec: Any, strict: bool = True) -> LoadedRecords:
     """Read a data spec (see the module docstring) into lists of records and names, with the load report.
 
-    Raises :class:`~plw.data.report.SourceError` when no record is left.
+    ``strict`` (the default unless the spec says ``strict: false``) makes a bad row an error naming it; otherwise
+    bad rows are counted in ``.report``. Raises :class:`~plw.data.report.SourceError` when no record is left.
     """
-    stream = open_records(spec)
+    stream = open_records(spec, strict)
     names, records = [], []
     for name, record in stream.pairs:
         names.append(name)
