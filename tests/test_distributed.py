@@ -240,6 +240,17 @@ def test_real_rows_count_every_row_once_with_accelerates_sharding(processes, bat
         assert sorted(counted) == list(range(n)), (n, processes, batch_size)
 
 
+def test_main_process_from_launcher_environment(monkeypatch):
+    from plw.distributed import is_main_process, process_rank, world_size
+
+    for name in ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", "WORLD_SIZE", "PMI_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert is_main_process() and world_size() == 1
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert not is_main_process() and process_rank() == 1 and world_size() == 2
+
+
 def _metric_values(metrics: dict) -> dict[str, float]:
     skip = ("runtime", "per_second", "epoch")
     return {k: v for k, v in metrics.items() if not any(s in k for s in skip)}
