@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from transformers import Trainer
 from transformers.trainer_utils import EvalLoopOutput
+from transformers.utils import logging
 
 from .chunked_loss import (
     DEFAULT_CHUNK_TOKENS,
@@ -32,11 +33,13 @@ from .chunked_loss import (
     output_head,
 )
 from .data.collate import PaddingCollator
+from .data.packing import PackedCollator, PackedDataset, PackingStats, check_packing_isolation
 from .distributed import real_rows_of_last_batch
 from .loss import check_plw, target_weights, weighted_nll_sum
 from .metrics import StreamingMetrics
 
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "position_ids")
+logger = logging.get_logger(__name__)
 LOSS_IMPLS = ("chunked", "plain")
 
 
@@ -71,6 +74,11 @@ class PLWTrainer(Trainer):
             skipped, ``loss_chunk_tokens`` targets projected at a time (:mod:`plw.chunked_loss`); ``"plain"``: from
             the model's full ``B x N x V`` logits, for comparison and debugging.
         loss_chunk_tokens: targets per chunk on the chunked path.
+        packing: pack the train and eval rows into bins of at most ``max_length`` tokens (:mod:`plw.data.packing`),
+            fed padding-free as one flat sequence per micro-batch; the batch sizes of ``args`` then count bins,
+            not rows. Refuses models that do not isolate packed rows. Datasets given as
+            :class:`~plw.data.packing.PackedDataset` are used as they are.
+        max_length: tokens per bin (required with ``packing``); rows must already fit (see :func:`plw.encode`).
 
     Datasets are rows as :func:`plw.encode` returns them (a ``datasets.Dataset`` or a list). Stock
     ``TrainingArguments`` work: the mask columns are kept (``remove_unused_columns`` is turned off) and a padding
@@ -93,6 +101,8 @@ class PLWTrainer(Trainer):
         template: str = "auto",
         loss_impl: str = "chunked",
         loss_chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+        packing: bool = False,
+        max_length: int | None = None,
         **kwargs: Any,
     ):
         self.prompt_loss_weight = check_plw(prompt_loss_weight)
@@ -105,6 +115,13 @@ class PLWTrainer(Trainer):
         self._head_checked = False
         if args is not None and args.remove_unused_columns:
             args.remove_unused_columns = False  # the masks are not model inputs but the loss needs them
+        self.packing = bool(packing)
+        self.packing_stats: dict[str, PackingStats] = {}
+        if self.packing:
+            train_dataset, eval_dataset = self._pack_datasets(train_dataset, eval_dataset, args, max_length)
+            if data_collator is not None and not isinstance(data_collator, PackedCollator):
+                raise ValueError("packing=True brings its own collator (PackedCollator); do not pass data_collator")
+            data_collator = PackedCollator()
         if data_collator is None:
             pad_id = getattr(processing_class, "pad_token_id", None)
             data_collator = PaddingCollator(pad_token_id=pad_id if pad_id is not None else 0)
@@ -124,6 +141,29 @@ class PLWTrainer(Trainer):
             )
         self.args.remove_unused_columns = False
         self.choice_token_ids = self._resolve_choices(answer_choices, processing_class, template)
+        if self.packing:
+            check_packing_isolation(self.model)
+
+    def _pack_datasets(self, train: Any, evals: Any, args: Any, max_length: int | None) -> tuple[Any, Any]:
+        """Pack the train and eval datasets (an eval dict is packed per entry) and keep their statistics."""
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+            raise ValueError(f"packing=True needs max_length, an integer >= 2, got {max_length!r}")
+        seed = 42 if args is None else (args.data_seed if args.data_seed is not None else args.seed)
+
+        def pack(name: str, rows: Any) -> Any:
+            if rows is None:
+                return None
+            if not isinstance(rows, PackedDataset):
+                rows = PackedDataset(rows, max_length, seed=seed)
+            self.packing_stats[name] = rows.stats
+            logger.info(f"packing {name}: {rows.stats.summary()}")
+            return rows
+
+        if isinstance(evals, dict):
+            evals = {k: pack(f"eval_{k}", v) for k, v in evals.items()}
+        else:
+            evals = pack("eval", evals)
+        return pack("train", train), evals
 
     @staticmethod
     def _resolve_choices(choices: Any, tokenizer: Any, template: str) -> list[int] | None:
@@ -244,10 +284,13 @@ class PLWTrainer(Trainer):
         state = self.accelerator.gradient_state
         if self.args.world_size <= 1 or not self.accelerator.even_batches or not state.end_of_dataloader:
             return inputs
-        keep = real_rows_of_last_batch(len(inputs["input_ids"]), self.accelerator.process_index, state.remainder)
+        bins = inputs.get("bin_index")  # a packed batch: one flat row holding several dataset items
+        items = len(inputs["input_ids"]) if bins is None else int(bins.max()) + 1
+        keep = real_rows_of_last_batch(items, self.accelerator.process_index, state.remainder)
         if bool(keep.all()):
             return inputs
-        keep = keep.to(inputs["prompt_mask"].device)[:, None]
+        keep = keep.to(inputs["prompt_mask"].device)
+        keep = keep[:, None] if bins is None else keep[bins]
         return {
             **inputs,
             "prompt_mask": inputs["prompt_mask"] * keep,

@@ -1,0 +1,330 @@
+"""Sample packing: bins, the padding-free collator, isolation of packed rows, and packed == one-row-at-a-time.
+
+The references are the rows run one at a time through the model with plain forwards (no plw code), or tensors
+written out by hand; never the packer's own output.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import TrainingArguments
+
+import plw
+from plw.data.encode import encode
+from plw.data.packing import (
+    PackedCollator,
+    PackedDataset,
+    PackingNotSupportedError,
+    RowTooLongError,
+    check_packing_isolation,
+    pack_bins,
+    padding_share,
+)
+from plw.data.synthetic import make_synthetic_mcqa
+from tests.conftest import make_tiny_model
+
+# ---- bins ----------------------------------------------------------------------------------------------------------
+
+
+def test_best_fit_decreasing_by_hand():
+    # Longest first, each into the fullest bin with room: 6 -> new; 4 -> new (2 free in the first);
+    # 3 -> second (4 free, leaves 1); 2 -> first (2 free, leaves 0); 1 -> second (1 free).
+    assert pack_bins([6, 3, 4, 2, 1], max_length=8, improve_steps=0) == [[0, 3], [2, 1, 4]]
+
+
+def check_bins(bins, lengths, max_length):
+    assert sorted(i for b in bins for i in b) == list(range(len(lengths)))  # every row exactly once
+    assert all(sum(lengths[i] for i in b) <= max_length for b in bins)
+    assert all(b for b in bins)
+
+
+def test_bins_are_deterministic_for_a_seed_and_valid():
+    rng = random.Random(0)
+    lengths = [rng.randint(5, 60) for _ in range(300)]
+    a = pack_bins(lengths, 64, seed=1, improve_steps=3000)
+    assert a == pack_bins(lengths, 64, seed=1, improve_steps=3000)
+    check_bins(a, lengths, 64)
+    # Another seed breaks ties between equal lengths differently (same multiset of lengths per bin is allowed).
+    b = pack_bins(lengths, 64, seed=2, improve_steps=3000)
+    check_bins(b, lengths, 64)
+    assert a != b
+
+
+def test_local_search_reaches_the_optimum_where_best_fit_decreasing_needs_11_9_of_it():
+    # The classic worst case of first/best-fit decreasing (Johnson 1973), scaled to bins of 1000 tokens:
+    # 90 bins hold everything exactly (60 x {504, 254, 242} and 30 x {258, 258, 242, 242}); BFD opens 110.
+    lengths = [504] * 60 + [258] * 60 + [254] * 60 + [242] * 120
+    random.Random(0).shuffle(lengths)
+    assert len(pack_bins(lengths, 1000, improve_steps=0)) == 110
+    better = pack_bins(lengths, 1000, improve_steps=20_000)
+    check_bins(better, lengths, 1000)
+    assert len(better) == 90
+
+
+def test_a_row_longer_than_max_length_is_refused_not_cut():
+    with pytest.raises(RowTooLongError, match="row 1 has 9 tokens > max_length 8"):
+        pack_bins([3, 9, 2], max_length=8)
+
+
+def test_padding_share_by_hand():
+    # Batches of 2 in data order: [2, 4] -> 8 slots, [1, 3] -> 6 slots; 10 tokens / 14 slots.
+    assert padding_share([2, 4, 1, 3], batch_size=2) == pytest.approx(10 / 14)
+    # Sorted: [1, 2] -> 4 slots, [3, 4] -> 8 slots; 10 / 12.
+    assert padding_share([2, 4, 1, 3], batch_size=2, sort=True) == pytest.approx(10 / 12)
+
+
+# ---- the padding-free layout, by hand -------------------------------------------------------------------------------
+
+ROW_A = {
+    "input_ids": [11, 12, 13, 14],
+    "attention_mask": [1] * 4,
+    "prompt_mask": [1, 1, 1, 0],
+    "completion_mask": [0, 0, 0, 1],
+}
+ROW_B = {"input_ids": [21, 22, 23], "attention_mask": [1] * 3, "prompt_mask": [1, 0, 0], "completion_mask": [0, 1, 1]}
+
+
+def test_two_row_pack_by_hand():
+    ds = PackedDataset([ROW_A, ROW_B], max_length=8, improve_steps=0)
+    assert len(ds) == 1
+    batch = PackedCollator()([ds[0]])
+    expected = {
+        "input_ids": [[11, 12, 13, 14, 21, 22, 23]],
+        "position_ids": [[0, 1, 2, 3, 0, 1, 2]],
+        "prompt_mask": [[1, 1, 1, 0, 1, 0, 0]],
+        "completion_mask": [[0, 0, 0, 1, 0, 1, 1]],
+        "bin_index": [[0, 0, 0, 0, 0, 0, 0]],
+    }
+    assert set(batch) == set(expected)  # no attention_mask: transformers then masks by position_ids
+    for key, value in expected.items():
+        assert batch[key].tolist() == value, key
+    # Target weights at plw=0.5: the first token of B (position 4) is never a target.
+    w = plw.target_weights(batch["prompt_mask"], batch["completion_mask"], 0.5, batch["position_ids"])
+    assert w.tolist() == [[0.5, 0.5, 1.0, 0.0, 1.0, 1.0]]
+
+
+def test_collator_flattens_bins_and_plain_rows():
+    batch = PackedCollator()([ROW_B, ROW_A])  # plain rows: each one segment starting at position 0
+    assert batch["input_ids"].tolist() == [[21, 22, 23, 11, 12, 13, 14]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1, 2, 3]]
+    assert batch["bin_index"].tolist() == [[0, 0, 0, 1, 1, 1, 1]]
+    with pytest.raises(ValueError, match="start at 0"):
+        PackedCollator()([{**ROW_A, "position_ids": [1, 2, 3, 4]}])
+
+
+# ---- packed == one row at a time --------------------------------------------------------------------------------------
+
+
+def varied_rows(tokenizer):
+    records = [
+        {"prompt": "Describe the weather. " * 6, "completion": "Sunny."},
+        {"prompt": "Hi", "completion": "Hello there! " * 5},
+        {"prompt": "List three fruits.", "completion": "Apple, pear, plum."},
+        {"prompt": "Long question " * 8, "completion": "A long answer " * 4},
+        {"prompt": "2+2?", "completion": "4"},
+        {"prompt": "Name a colour.", "completion": "Blue, like the sky on a clear day."},
+    ]
+    return [encode(tokenizer, r) for r in records]
+
+
+def reference_loss_and_grads(model, rows, plw_value):
+    """sum over rows of sum(w * nll), over the total weight, each row its own plain forward."""
+    model.zero_grad()
+    total_w = sum(plw_value * sum(r["prompt_mask"][1:]) + sum(r["completion_mask"][1:]) for r in rows)
+    loss = 0.0
+    for row in rows:
+        ids = torch.tensor([row["input_ids"]])
+        w = plw_value * torch.tensor(row["prompt_mask"][1:]).float() + torch.tensor(row["completion_mask"][1:]).float()
+        nll = F.cross_entropy(model(input_ids=ids).logits[0, :-1], ids[0, 1:], reduction="none")
+        part = (w * nll).sum() / total_w
+        part.backward()
+        loss += part.item()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    return loss, grads
+
+
+def packed_trainer(model, rows, tmp_path, plw_value=1.0, **kwargs):
+    args = TrainingArguments(
+        output_dir=str(tmp_path), report_to=[], use_cpu=True, disable_tqdm=True, seed=0, **kwargs.pop("args", {})
+    )
+    return plw.PLWTrainer(model=model, args=args, prompt_loss_weight=plw_value, packing=True, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("plw_value", "loss_impl"), [(0.0, "chunked"), (0.1, "chunked"), (1.0, "chunked"), (0.1, "plain")]
+)
+def test_packed_loss_and_gradients_equal_rows_one_by_one(tokenizer, tmp_path, plw_value, loss_impl):
+    rows = varied_rows(tokenizer)
+    model = make_tiny_model(len(tokenizer), seed=1)
+    want_loss, want_grads = reference_loss_and_grads(model, rows, plw_value)
+    trainer = packed_trainer(model, rows, tmp_path, plw_value, train_dataset=rows, max_length=100, loss_impl=loss_impl)
+    bins = trainer.train_dataset
+    assert len(bins) < len(rows) and max(len(b) for b in bins.bins) >= 2  # rows really share bins
+    batch = trainer.data_collator([bins[i] for i in range(len(bins))])
+    loss = trainer.compute_loss(model, batch)
+    loss.backward()
+    assert loss.item() == pytest.approx(want_loss, rel=1e-4)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, want_grads[name], rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_packed_training_step_equals_rows_one_by_one(tokenizer, tmp_path):
+    """A whole optimizer step of PLWTrainer(packing=True) with 2 bins per micro-batch and accumulation."""
+    rows = varied_rows(tokenizer)
+    model = make_tiny_model(len(tokenizer), seed=1)
+    _, want = reference_loss_and_grads(make_tiny_model(len(tokenizer), seed=1), rows, 0.1)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    step_args = {
+        "per_device_train_batch_size": 2,
+        "gradient_accumulation_steps": 2,
+        "max_steps": 1,
+        "learning_rate": 1.0,
+        "optim": "sgd",
+        "lr_scheduler_type": "constant",
+        "max_grad_norm": 0.0,
+        "save_strategy": "no",
+    }
+    trainer = packed_trainer(model, rows, tmp_path, 0.1, train_dataset=rows, max_length=100, args=step_args)
+    assert 2 < len(trainer.train_dataset) <= 4  # one step of 2 x 2 bins covers every row exactly once
+    trainer.train()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(before[name] - p.detach(), want[name], rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_changing_row_a_leaves_row_b_losses_unchanged(tokenizer):
+    rows = varied_rows(tokenizer)
+    a, b = rows[2], rows[0]
+    model = make_tiny_model(len(tokenizer), seed=4)
+    vocab = len(tokenizer)
+
+    def row_b_nll(a_ids):
+        batch = PackedCollator()([{**a, "input_ids": a_ids}, b])
+        with torch.no_grad():
+            logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        start = len(a_ids)
+        ids = batch["input_ids"][0, start:]
+        return F.cross_entropy(logits[0, start:-1], ids[1:], reduction="none")
+
+    changed = [(t * 7919 + 13) % vocab for t in a["input_ids"]]
+    assert all(x != y for x, y in zip(changed, a["input_ids"], strict=True))
+    alone = F.cross_entropy(
+        model(input_ids=torch.tensor([b["input_ids"]])).logits[0, :-1].detach(),
+        torch.tensor(b["input_ids"][1:]),
+        reduction="none",
+    )
+    torch.testing.assert_close(row_b_nll(a["input_ids"]), row_b_nll(changed), rtol=0, atol=1e-5)
+    torch.testing.assert_close(row_b_nll(a["input_ids"]), alone, rtol=1e-5, atol=1e-5)
+
+
+def test_packed_and_unpacked_evaluation_give_the_same_metrics(tokenizer, tmp_path):
+    records = make_synthetic_mcqa(14, seed=3, people=4, fillers=0)
+    records += [{"prompt": f"Say something {i}.", "completion": "Sure, here it is."} for i in range(4)]
+    random.Random(0).shuffle(records)
+    rows = [encode(tokenizer, r) for r in records]
+    model = make_tiny_model(len(tokenizer), seed=2)
+    common = {"processing_class": tokenizer, "prompt_loss_weight": 0.2, "answer_choices": ["A", "B", "C", "D"]}
+    args = TrainingArguments(
+        output_dir=str(tmp_path), per_device_eval_batch_size=3, report_to=[], use_cpu=True, disable_tqdm=True
+    )
+    unpacked = plw.PLWTrainer(model=model, args=args, eval_dataset=rows, **common).evaluate()
+    longest = max(len(r["input_ids"]) for r in rows)
+    packed_trainer_ = plw.PLWTrainer(
+        model=model, args=args, eval_dataset=rows, packing=True, max_length=2 * longest, **common
+    )
+    assert len(packed_trainer_.eval_dataset) < len(rows)
+    packed = packed_trainer_.evaluate()
+    assert packed["eval_rows"] == unpacked["eval_rows"] == len(rows)
+    for key, value in unpacked.items():
+        if key.startswith("eval_") and not key.endswith(("_runtime", "_per_second")):
+            assert packed[key] == pytest.approx(value, rel=1e-4, abs=1e-7), key
+
+
+# ---- epochs, refusals ----------------------------------------------------------------------------------------------
+
+
+def bin_order(trainer, epoch):
+    loader = trainer.get_train_dataloader()
+    loader.set_epoch(epoch)
+    return [tuple(batch["input_ids"][0].tolist()) for batch in loader]
+
+
+def test_bin_order_is_reshuffled_every_epoch_and_seeded(tokenizer, tmp_path):
+    rows = [encode(tokenizer, {"prompt": f"Question {i}? " * (1 + i % 5), "completion": "Yes."}) for i in range(40)]
+    model = make_tiny_model(len(tokenizer))
+    longest = max(len(r["input_ids"]) for r in rows)
+
+    def trainer():
+        return packed_trainer(
+            model, rows, tmp_path, train_dataset=rows, max_length=2 * longest, args={"per_device_train_batch_size": 1}
+        )
+
+    t = trainer()
+    first, second = bin_order(t, 0), bin_order(t, 1)
+    assert len(first) == len(t.train_dataset) > 5
+    assert sorted(first) == sorted(second) and first != second
+    assert bin_order(trainer(), 0) == first
+
+
+def test_packing_needs_max_length_and_its_own_collator(tokenizer, tiny_model, tmp_path):
+    rows = varied_rows(tokenizer)
+    with pytest.raises(ValueError, match="needs max_length"):
+        packed_trainer(tiny_model, rows, tmp_path, train_dataset=rows)
+    with pytest.raises(ValueError, match="do not pass data_collator"):
+        packed_trainer(
+            tiny_model, rows, tmp_path, train_dataset=rows, max_length=512, data_collator=plw.PaddingCollator()
+        )
+    with pytest.raises(RowTooLongError, match="never cuts rows"):
+        packed_trainer(tiny_model, rows, tmp_path, train_dataset=rows, max_length=8)
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "eager"])
+def test_isolation_check_passes_for_position_id_masks(tokenizer, impl):
+    model = make_tiny_model(len(tokenizer))
+    model.config._attn_implementation = impl
+    assert check_packing_isolation(model) < 1e-3
+
+
+def test_isolation_check_refuses_attention_that_ignores_packing(tokenizer, tmp_path):
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    def causal_only(module, query, key, value, attention_mask, **kwargs):
+        # A kernel that sees no mask (like an unregistered custom attention): plain causal over the whole sequence.
+        return sdpa_attention_forward(module, query, key, value, None, **{**kwargs, "is_causal": True})
+
+    AttentionInterface.register("plw_test_causal_only", causal_only)
+    model = make_tiny_model(len(tokenizer))
+    model.config._attn_implementation = "plw_test_causal_only"
+    with pytest.raises(PackingNotSupportedError, match="does not isolate packed rows"):
+        check_packing_isolation(model)
+    rows = varied_rows(tokenizer)
+    with pytest.raises(PackingNotSupportedError):
+        packed_trainer(model, rows, tmp_path, train_dataset=rows, max_length=512)
+
+
+def test_group_by_length_for_the_padded_alternative(tokenizer, tiny_model, tmp_path):
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    rows = varied_rows(tokenizer) * 4
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        train_sampling_strategy="group_by_length",
+        report_to=[],
+        use_cpu=True,
+    )
+    trainer = plw.PLWTrainer(model=tiny_model, args=args, train_dataset=rows, processing_class=tokenizer)
+    assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
+    batches = list(trainer.get_train_dataloader())
+    pad_share = sum(int(b["attention_mask"].sum()) for b in batches) / sum(
+        b["attention_mask"].numel() for b in batches
+    )
+    lengths = [len(r["input_ids"]) for r in rows]
+    assert pad_share > padding_share(lengths, 4)  # grouping wastes less than data order
+    assert math.isclose(sum(int(b["attention_mask"].sum()) for b in batches), sum(lengths))
