@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from plw.cli import main
-from plw.data.encode import encode
+from plw.data.encode import RecordError, encode
 from plw.data.messages import encode_messages
 from plw.stats import STATS_KEYS, compute_stats, dataset_label, dataset_spec, summarize
 
@@ -112,10 +112,10 @@ def test_token_counts_equal_the_encoder(tokenizer, tmp_path):
     (row,), _ = compute_stats([str(chat_data)], tokenizer, progress=False)
     enc = encode_messages(tokenizer, conversation)
     assert row["format"] == "messages"
-    assert (row["prompt_tokens_mean"], row["completion_tokens_mean"]) == (
-        sum(enc["prompt_mask"]),
-        sum(enc["completion_mask"]),
-    )
+    assert row["prompt_tokens_mean"] == sum(enc["prompt_mask"])
+    assert row["completion_tokens_mean"] == sum(enc["completion_mask"])
+    with pytest.raises(RecordError, match="chat template"):
+        compute_stats([str(chat_data)], tokenizer, "plain", progress=False)
 
 
 def test_num_proc_gives_the_same_counts(tmp_path):

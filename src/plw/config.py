@@ -58,9 +58,11 @@ class RunConfig:
     lr_scheduler: str = _f("linear", "transformers scheduler name: linear, cosine, constant_with_warmup, ...")
     warmup: float = _f(0.0, "warm-up: steps (>= 1) or a fraction of all steps (< 1)")
     weight_decay: float = _f(0.0, "AdamW weight decay")
-    batch_size: int = _f(4, "rows per micro-batch per process")
-    eval_batch_size: int = _f(8, "rows per evaluation batch per process")
+    batch_size: int = _f(4, "rows per micro-batch per process (bins of max_length tokens with packing)")
+    eval_batch_size: int = _f(8, "rows per evaluation batch per process (bins with packing)")
     gradient_accumulation_steps: int = _f(1, "micro-batches per optimizer step")
+    packing: bool = _f(False, "pack rows into bins of max_length tokens, fed padding-free (batch sizes count bins)")
+    group_by_length: bool = _f(False, "padded batches of rows of similar length (without packing)")
     eval_steps: float = _f(0.25, "evaluate every N optimizer steps (>= 1) or every fraction of training (< 1)")
     eval_on_start: bool = _f(True, "evaluate once before the first step (the untrained baseline)")
     logging_steps: float = _f(1, "log the training loss every N steps")
@@ -112,6 +114,8 @@ class RunConfig:
             raise ConfigError(f"metric_for_best_model: expected an eval_* metric, got {self.metric_for_best_model!r}")
         if self.lora is not None:
             _check_mapping("lora", self.lora, LORA_KEYS)
+        if self.packing and self.group_by_length:
+            raise ConfigError("group_by_length: only for padded batches; with packing: true there is no padding")
         if "/" in self.name or self.name in ("", ".", ".."):
             raise ConfigError(f"name: must be a plain folder name, got {self.name!r}")
         return self

@@ -115,6 +115,7 @@ def training_arguments(config: RunConfig, run_dir: Path, n_train_rows: int) -> A
         report_to=list(config.report_to),
         remove_unused_columns=False,
         dataloader_num_workers=0,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
     )
 
 
@@ -188,10 +189,17 @@ def train_run(config: RunConfig, progress: bool = True) -> Path:
         answer_choices=answer_choices,
         template=config.template,
         loss_impl=config.loss_impl,
+        packing=config.packing,
+        max_length=config.max_length,
         callbacks=[logger.callback],
     )
     if main:
         print(f"[plw] loss: {trainer.loss_path()}")
+    if main and trainer.packing_stats:
+        for name, stats in trainer.packing_stats.items():
+            print(f"[plw] packing {name}: {stats.summary()}")
+        data_report["packing"] = {name: stats.as_dict() for name, stats in trainer.packing_stats.items()}
+        atomic_write_json(run_dir / "data_report.json", data_report)
     trainer.train()
     if config.save_best and eval_rows is not None:
         trainer.save_model(str(run_dir / "best"))  # every process: FSDP / ZeRO-3 gather the weights together

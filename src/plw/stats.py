@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .data.encode import _use_chat_template, render
+from .data.encode import RecordError, _use_chat_template, render
 from .data.files import FILE_FORMATS
 from .data.messages import split_messages
 from .data.sources import open_records
@@ -127,6 +127,8 @@ def count_batch(batch: dict[str, list], tokenizer: Any = None, template: str = "
     texts = []
     for row, (_, _, messages) in zip(rows, raw, strict=True):
         if messages is not None:
+            if not chat:
+                raise RecordError("messages records are counted through the chat template, not template 'plain'")
             texts.append(split_messages(tokenizer, messages))
         else:
             record = {"prompt": row["prompt"], "completion": row["completion"], "system": row["system"]}
