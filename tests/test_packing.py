@@ -328,3 +328,56 @@ def test_group_by_length_for_the_padded_alternative(tokenizer, tiny_model, tmp_p
     lengths = [len(r["input_ids"]) for r in rows]
     assert pad_share > padding_share(lengths, 4)  # grouping wastes less than data order
     assert math.isclose(sum(int(b["attention_mask"].sum()) for b in batches), sum(lengths))
+
+
+# ---- plw train -------------------------------------------------------------------------------------------------------
+
+
+def test_plw_train_with_packing_logs_the_packing(tmp_path, tokenizer, capsys):
+    import json
+
+    import yaml
+
+    from plw.cli import main
+
+    model_dir = tmp_path / "tiny-model"
+    make_tiny_model(len(tokenizer)).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    records = [
+        {"prompt": r["prompt"], "completion": r["completion"]} for r in make_synthetic_mcqa(10, seed=0, people=4)
+    ]
+    for name, part in (("train", records[:6]), ("valid", records[6:])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    config = tmp_path / "config.yaml"
+    values = {
+        "name": "packed",
+        "output_dir": str(tmp_path / "runs"),
+        "model": str(model_dir),
+        "train_data": str(tmp_path / "train.jsonl"),
+        "eval_data": str(tmp_path / "valid.jsonl"),
+        "answer_choices": ["A", "B", "C", "D"],
+        "max_length": 512,
+        "packing": True,
+        "max_steps": 2,
+        "batch_size": 1,
+        "eval_steps": 2,
+        "report_to": [],
+        "bf16": False,
+    }
+    config.write_text(yaml.safe_dump(values))
+    assert main(["train", str(config), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "[plw] packing train: 6 rows in" in out and "[plw] packing eval: 4 rows in" in out
+    run = tmp_path / "runs" / "packed"
+    report = json.loads((run / "data_report.json").read_text())
+    assert report["packing"]["train"]["rows"] == 6 and report["packing"]["train"]["bins"] < 6
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["step"] == 2 and lines[-1]["eval_rows"] == 4
+
+
+def test_config_refuses_packing_with_group_by_length():
+    from plw.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError, match="group_by_length"):
+        from_dict({"train_data": "x.jsonl", "packing": True, "group_by_length": True})
+    assert from_dict({"train_data": "x.jsonl", "packing": True}).packing is True
