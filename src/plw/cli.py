@@ -88,8 +88,53 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep_args(p: argparse.ArgumentParser) -> None:
+    _train_args(p)
+    p.add_argument(
+        "--plw",
+        help="comma-separated prompt-loss-weights, e.g. 1,0.5,0.2,0.1,0.01,0 "
+        "(default: plw_values from the config, else 1,0.1,0)",
+    )
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from .config import config_help, load_config
+
+    if args.help_config:
+        print(config_help())
+        return 0
+    if args.config is None and not args.overrides:
+        raise CLIError("sweep: give a CONFIG.yaml (and/or --set key=value)")
+    from .sweep import parse_plw_values, run_sweep, sweep_command
+
+    config = load_config(args.config, args.overrides)
+    values = parse_plw_values(args.plw) if args.plw else None
+    report = run_sweep(
+        config, values, progress=not args.no_progress, command=sweep_command(args.config, args.overrides, values)
+    )
+    from .distributed import is_main_process
+
+    if is_main_process():
+        print(f"[plw] sweep done. Report: {report}")
+    return 0
+
+
+def _plot_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", metavar="RUN_DIR", help="run folders (metrics.jsonl) or sweep folders")
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from .sweep import plot_paths
+
+    for path in plot_paths(args.paths):
+        print(f"[plw] wrote {path}")
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "train": ("train one run from a YAML config", _train_args, _train),
+    "sweep": ("train one run per prompt-loss-weight, then compare them (figures, report.md)", _sweep_args, _sweep),
+    "plot": ("redraw the figures of run or sweep folders (and a sweep's report.md)", _plot_args, _plot),
     "stats": ("generation-ratio statistics (Rg) of datasets: table, stats.csv/json, histograms", _stats_args, _stats),
 }
 

@@ -49,6 +49,7 @@ class RunConfig:
     truncation: str = _f("drop", "drop | truncate_prompt_left: what to do with rows longer than max_length")
     answer_choices: list | None = _f(None, "answer strings for choice accuracy, e.g. [A, B, C, D]; auto for MCQA")
     prompt_loss_weight: float = _f(1.0, "weight of prompt tokens in [0, 1] (completion tokens weigh 1)")
+    plw_values: list | None = _f(None, "values `plw sweep` trains, e.g. [1, 0.1, 0] (overridden by --plw)")
     lora: dict | None = _f(
         None, "LoRA settings {r, alpha, dropout, target_modules}; null for full fine-tuning", keys=LORA_KEYS
     )
@@ -74,6 +75,9 @@ class RunConfig:
     )
     metric_for_best_model: str = _f("eval_completion_loss", "metric that picks the best checkpoint")
     save_best: bool = _f(False, "keep the best checkpoint (adapter for LoRA) in the run folder")
+    early_stopping_patience: int | None = _f(
+        None, "stop after N evaluations without improving metric_for_best_model (needs save_best: true)"
+    )
     report_to: list = _f(["tensorboard"], "logging integrations: tensorboard, wandb, mlflow, or [] for none")
     device: str = _f("auto", "auto | cpu | cuda")
 
@@ -116,6 +120,19 @@ class RunConfig:
             _check_mapping("lora", self.lora, LORA_KEYS)
         if self.packing and self.group_by_length:
             raise ConfigError("group_by_length: only for padded batches; with packing: true there is no padding")
+        if self.plw_values is not None:
+            if not self.plw_values:
+                raise ConfigError("plw_values: give at least one value")
+            for value in self.plw_values:
+                try:
+                    check_plw(value, "plw_values")
+                except ValueError as err:
+                    raise ConfigError(str(err)) from None
+        if self.early_stopping_patience is not None:
+            if self.early_stopping_patience < 1:
+                raise ConfigError("early_stopping_patience: must be >= 1 or null")
+            if not self.save_best:
+                raise ConfigError("early_stopping_patience needs save_best: true (it stops on the best checkpoint)")
         if "/" in self.name or self.name in ("", ".", ".."):
             raise ConfigError(f"name: must be a plain folder name, got {self.name!r}")
         return self

@@ -64,3 +64,164 @@ def plot_rg_histograms(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
+
+
+# ---- training curves and PLW sweeps --------------------------------------------------------------------------------
+
+LOSS_STYLES = (
+    ("eval_prompt_loss", "prompt loss", "tab:blue"),
+    ("eval_completion_loss", "completion loss", "tab:red"),
+    ("eval_full_loss", "full loss", "tab:purple"),
+)
+ACCURACY_COLOUR = "tab:green"
+
+
+def _figure(figsize: tuple[float, float]):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: str | Path) -> Path:
+    import io
+
+    from .runio import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def plot_run(run, path: str | Path) -> Path:
+    """The per-run figure: prompt, completion and full validation loss against epochs (left axis), accuracy on a
+    second axis in its own colour, and dashed lines at the minima of completion loss and of full loss, each
+    annotated with the accuracy there (what stopping at that minimum would have given)."""
+    from .analysis import accuracy_key, argbest, series
+
+    fig = _figure((8.0, 4.6))
+    ax = fig.subplots()
+    for key, label, colour in LOSS_STYLES:
+        xs, ys = series(run.lines, key)
+        if xs:
+            ax.plot(xs, ys, marker="o", markersize=3, color=colour, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation loss (mean NLL per token)")
+    acc = accuracy_key(run.lines)
+    handles, labels = ax.get_legend_handles_labels()
+    if acc:
+        ax2 = ax.twinx()
+        xs, ys = series(run.lines, acc)
+        ax2.plot(xs, ys, marker="s", markersize=3, color=ACCURACY_COLOUR, label=acc.removeprefix("eval_"))
+        ax2.set_ylabel(acc.removeprefix("eval_"), color=ACCURACY_COLOUR)
+        ax2.tick_params(axis="y", colors=ACCURACY_COLOUR)
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    for key, colour, name in (
+        ("eval_completion_loss", "tab:red", "min completion loss"),
+        ("eval_full_loss", "tab:purple", "min full loss"),
+    ):
+        line = argbest(run.lines, key)
+        if line is None:
+            continue
+        ax.axvline(line["epoch"], color=colour, linestyle="--", linewidth=1)
+        text = f"{name}\n@ epoch {line['epoch']:.2f}"
+        if acc and isinstance(line.get(acc), (int, float)):
+            text += f"\n{acc.removeprefix('eval_')} {line[acc]:.3f}"
+        y = 0.97 if key == "eval_completion_loss" else 0.6
+        # Text on the side of the line with more room, so it never runs into the accuracy axis.
+        lo, hi = ax.get_xlim()
+        right_half = line["epoch"] > (lo + hi) / 2
+        ax.annotate(
+            text,
+            xy=(line["epoch"], y),
+            xycoords=("data", "axes fraction"),
+            fontsize=7,
+            color=colour,
+            ha="right" if right_half else "left",
+            va="top",
+            xytext=(-3 if right_half else 3, 0),
+            textcoords="offset points",
+        )
+    fig.legend(handles, labels, fontsize=8, loc="outside lower center", ncol=len(labels), frameon=False)
+    ax.set_title(f"{run.path.name}: validation losses and accuracy ({run.label})", fontsize=10)
+    return _save(fig, path)
+
+
+def _colours(runs: list) -> list:
+    """One colour per run on a fixed scale: PLW 1 dark, PLW 0 light (viridis), schedules in grey tones."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    numeric = sorted({float(r.plw) for r in runs if isinstance(r.plw, (int, float))}, reverse=True)
+    out = []
+    for r in runs:
+        if isinstance(r.plw, (int, float)):
+            i = numeric.index(float(r.plw))
+            out.append(cmap(0.9 * i / max(len(numeric) - 1, 1)))
+        else:
+            out.append("tab:gray")
+    return out
+
+
+def plot_sweep_curves(runs: list, path: str | Path) -> Path:
+    """Per sweep: completion loss (left panel) and accuracy (right panel) against epochs, one line per PLW."""
+    from .analysis import accuracy_key, series
+
+    fig = _figure((11.0, 4.4))
+    left, right = fig.subplots(1, 2)
+    acc = accuracy_key([line for r in runs for line in r.lines])
+    for run, colour in zip(runs, _colours(runs), strict=True):
+        xs, ys = series(run.lines, "eval_completion_loss")
+        left.plot(xs, ys, marker="o", markersize=3, color=colour, label=run.label)
+        if acc:
+            xs, ys = series(run.lines, acc)
+            right.plot(xs, ys, marker="s", markersize=3, color=colour, label=run.label)
+    left.set_title("validation completion loss", fontsize=10)
+    left.set_xlabel("epoch")
+    left.set_ylabel("mean NLL per completion token")
+    right.set_title(f"validation {acc.removeprefix('eval_') if acc else 'accuracy'}", fontsize=10)
+    right.set_xlabel("epoch")
+    left.legend(fontsize=8, frameon=False)
+    return _save(fig, path)
+
+
+def plot_sweep_best(rows: list[dict], path: str | Path) -> Path:
+    """Per sweep: best accuracy (left axis) and the epoch it was reached (right axis) against PLW.
+
+    The x-axis is symmetric-log with a linear region below 0.01, so 0, 0.01, 0.1 and 1 are all visible.
+    """
+    numeric = [r for r in rows if isinstance(r["plw"], (int, float)) and r["best_accuracy"] is not None]
+    fig = _figure((6.4, 4.2))
+    ax = fig.subplots()
+    if not numeric:
+        ax.text(0.5, 0.5, "no accuracy recorded", ha="center", va="center", transform=ax.transAxes)
+        return _save(fig, path)
+    numeric = sorted(numeric, key=lambda r: float(r["plw"]))
+    xs = [float(r["plw"]) for r in numeric]
+    ax.plot(xs, [r["best_accuracy"] for r in numeric], marker="o", color=ACCURACY_COLOUR, label="best accuracy")
+    ax.set_xscale("symlog", linthresh=0.01)
+    ax.set_xticks(sorted(set(xs)))
+    ax.set_xticklabels([f"{x:g}" for x in sorted(set(xs))])
+    ax.set_xlabel("prompt-loss-weight")
+    ax.set_ylabel("best validation accuracy", color=ACCURACY_COLOUR)
+    ax.tick_params(axis="y", colors=ACCURACY_COLOUR)
+    ax2 = ax.twinx()
+    ax2.plot(
+        xs,
+        [r["best_accuracy_epoch"] for r in numeric],
+        marker="D",
+        linestyle="--",
+        color="tab:brown",
+        label="epoch of best accuracy",
+    )
+    ax2.set_ylabel("epoch reached", color="tab:brown")
+    ax2.tick_params(axis="y", colors="tab:brown")
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=8, frameon=False, loc="best")
+    ax.set_title("best accuracy and when it was reached, by PLW", fontsize=10)
+    return _save(fig, path)

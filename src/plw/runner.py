@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ def prepare_rows(config: RunConfig, tokenizer: Any, which: str) -> tuple[list[di
     if not rows:
         raise ConfigError(f"{which}_data: no rows left after encoding ({report.summary()})")
     info = {"source": loaded.description, "records_available": len(loaded.records), **report.as_dict()}
+    info["rg"] = rg_summary(rows)
     return rows, info, loaded.answer_choices
 
 
@@ -200,7 +202,18 @@ def train_run(config: RunConfig, progress: bool = True) -> Path:
             print(f"[plw] packing {name}: {stats.summary()}")
         data_report["packing"] = {name: stats.as_dict() for name, stats in trainer.packing_stats.items()}
         atomic_write_json(run_dir / "data_report.json", data_report)
-    trainer.train()
+    if config.early_stopping_patience and eval_rows is not None:
+        from transformers import EarlyStoppingCallback
+
+        trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+    if main:
+        write_state(run_dir, "running")
+    try:
+        trainer.train()
+    except BaseException as err:
+        if main:
+            write_state(run_dir, "failed", error=f"{type(err).__name__}: {err}", step=trainer.state.global_step)
+        raise
     if config.save_best and eval_rows is not None:
         trainer.save_model(str(run_dir / "best"))  # every process: FSDP / ZeRO-3 gather the weights together
         trainer.accelerator.wait_for_everyone()  # no process still reads a checkpoint when rank 0 removes them
@@ -208,8 +221,34 @@ def train_run(config: RunConfig, progress: bool = True) -> Path:
             tokenizer.save_pretrained(str(run_dir / "best"))
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     if main:
-        atomic_write_json(run_dir / "summary.json", summarize(read_jsonl_lines(metrics_path)))
+        lines = read_jsonl_lines(metrics_path)
+        atomic_write_json(run_dir / "summary.json", summarize(lines))
+        if lines:
+            from .analysis import load_run
+            from .plots import plot_run
+
+            plot_run(load_run(run_dir), run_dir / "plots" / "losses.png")
+        write_state(run_dir, "finished", step=trainer.state.global_step)
     return run_dir
+
+
+def rg_summary(rows: list[dict]) -> dict[str, float]:
+    """Generation-ratio statistics of encoded rows (tokens as trained: template included)."""
+    from .stats import summarize as rg_stats
+
+    return rg_stats([sum(r["prompt_mask"]) for r in rows], [sum(r["completion_mask"]) for r in rows])
+
+
+def write_state(run_dir: Path, status: str, **extra: Any) -> None:
+    """``state.json``: running, finished, or failed (with the error), so a sweep knows what to rerun."""
+    atomic_write_json(run_dir / "state.json", {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra})
+
+
+def read_state(run_dir: Path) -> dict[str, Any] | None:
+    import json
+
+    path = Path(run_dir) / "state.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _summary_line(info: dict[str, Any]) -> str:

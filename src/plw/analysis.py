@@ -1,0 +1,127 @@
+"""Read run folders and derive what a PLW comparison needs: curves, minima, and each stopping rule's pick.
+
+Plain functions over ``metrics.jsonl`` lines (dicts), shared by the figures (:mod:`plw.plots`) and the sweep report
+(:mod:`plw.report`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .runio import read_jsonl_lines
+
+ACCURACY_KEYS = ("eval_accuracy", "eval_choice_accuracy", "eval_completion_token_accuracy")
+WITHIN = 0.01  # "epochs to come within 1 point of the best accuracy"
+
+
+@dataclass
+class Run:
+    """One run folder: its config, evaluation lines and data report."""
+
+    path: Path
+    config: dict[str, Any]
+    lines: list[dict[str, Any]]
+    data_report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def plw(self) -> Any:
+        """The run's prompt-loss-weight (a number, or a schedule's label)."""
+        return self.config.get("prompt_loss_weight", self.lines[0].get("plw") if self.lines else None)
+
+    @property
+    def label(self) -> str:
+        return f"PLW {format_plw(self.plw)}"
+
+
+def format_plw(value: Any) -> str:
+    """``0.1`` -> ``"0.1"``, ``1.0`` -> ``"1"``; non-numbers (schedules) as they are."""
+    if isinstance(value, (int, float)):
+        return f"{float(value):g}"
+    return str(value)
+
+
+def load_run(path: str | Path) -> Run:
+    """Read a run folder written by ``plw train`` (``metrics.jsonl`` is required)."""
+    path = Path(path)
+    metrics = path / "metrics.jsonl"
+    if not metrics.exists():
+        raise FileNotFoundError(f"{path} is not a run folder: no metrics.jsonl")
+    config = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").exists() else {}
+    report = {}
+    if (path / "data_report.json").exists():
+        import json
+
+        report = json.loads((path / "data_report.json").read_text())
+    return Run(path, config or {}, read_jsonl_lines(metrics), report)
+
+
+def accuracy_key(lines: list[dict[str, Any]]) -> str | None:
+    """The accuracy the comparison uses: answer accuracy when known, else completion-token accuracy."""
+    for key in ACCURACY_KEYS:
+        if any(key in line for line in lines):
+            return key
+    return None
+
+
+def series(lines: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    """``(epochs, values)`` of one metric over the evaluations that have it."""
+    xs, ys = [], []
+    for line in lines:
+        value = line.get(key)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            xs.append(float(line.get("epoch") or 0.0))
+            ys.append(float(value))
+    return xs, ys
+
+
+def argbest(lines: list[dict[str, Any]], key: str, mode: str = "min") -> dict[str, Any] | None:
+    """The evaluation line where ``key`` is smallest (``mode="min"``) or largest; the earliest on ties."""
+    best = None
+    for line in lines:
+        value = line.get(key)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            continue
+        if best is None or (value < best[key] if mode == "min" else value > best[key]):
+            best = line
+    return best
+
+
+def run_row(run: Run) -> dict[str, Any]:
+    """One row of the sweep table: what each stopping rule picks, and how fast accuracy gets there."""
+    lines = run.lines
+    acc = accuracy_key(lines)
+    row: dict[str, Any] = {"plw": run.plw, "label": format_plw(run.plw), "accuracy_metric": acc}
+    at_c = argbest(lines, "eval_completion_loss")
+    at_f = argbest(lines, "eval_full_loss")
+    row["min_completion_loss"] = at_c["eval_completion_loss"] if at_c else None
+    row["min_completion_loss_epoch"] = at_c["epoch"] if at_c else None
+    row["acc_at_min_completion_loss"] = at_c.get(acc) if at_c and acc else None
+    row["min_full_loss"] = at_f["eval_full_loss"] if at_f else None
+    row["min_full_loss_epoch"] = at_f["epoch"] if at_f else None
+    row["acc_at_min_full_loss"] = at_f.get(acc) if at_f and acc else None
+    best = argbest(lines, acc, "max") if acc else None
+    row["best_accuracy"] = best[acc] if best else None
+    row["best_accuracy_epoch"] = best["epoch"] if best else None
+    row["epochs_to_within_1pt"] = None
+    if best:
+        for line in lines:
+            value = line.get(acc)
+            if isinstance(value, (int, float)) and value >= best[acc] - WITHIN:
+                row["epochs_to_within_1pt"] = line["epoch"]
+                break
+    first = lines[0] if lines else {}
+    row["initial_accuracy"] = first.get(acc) if acc else None
+    row["evaluations"] = len(lines)
+    return row
+
+
+def sort_runs(runs: list[Run]) -> list[Run]:
+    """Numeric PLWs from large to small (1 ... 0), then schedules by label."""
+    numeric = [r for r in runs if isinstance(r.plw, (int, float))]
+    other = [r for r in runs if not isinstance(r.plw, (int, float))]
+    return sorted(numeric, key=lambda r: -float(r.plw)) + sorted(other, key=lambda r: str(r.plw))

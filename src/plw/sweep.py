@@ -1,0 +1,131 @@
+"""PLW sweeps: the same training at several prompt-loss-weights, then the comparison.
+
+Every value trains on identical data, order, seed and schedule (only ``prompt_loss_weight`` differs) into
+``OUTPUT_DIR/NAME/plw=VALUE/``. A value whose folder says ``finished`` (``state.json``) with the same settings is
+not trained again, so a sweep that was stopped can simply be started again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .analysis import format_plw
+from .config import ConfigError, RunConfig, dump_config
+from .loss import check_plw
+from .runio import atomic_write_json
+
+DEFAULT_VALUES = (1.0, 0.1, 0.0)
+
+
+def parse_plw_values(text: str) -> list[float]:
+    """``"1,0.5,0"`` -> ``[1.0, 0.5, 0.0]``; every value must be in [0, 1] and appear once."""
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            raise ConfigError(f"--plw: {part!r} is not a number") from None
+        values.append(check_plw(value, "--plw value"))
+    if not values:
+        raise ConfigError("--plw: give at least one value, e.g. --plw 1,0.1,0")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"--plw: repeated values in {text!r}")
+    return values
+
+
+def run_configs(config: RunConfig, values: list[float]) -> list[RunConfig]:
+    """One config per value: same everything, ``name`` ``plw=VALUE`` inside the sweep folder."""
+    sweep_dir = config.run_dir
+    return [
+        dataclasses.replace(
+            config, name=f"plw={format_plw(v)}", output_dir=str(sweep_dir), prompt_loss_weight=v, plw_values=None
+        )
+        for v in values
+    ]
+
+
+def is_finished(run: RunConfig) -> bool:
+    """True when the run folder finished with exactly these settings; a different finished run is an error."""
+    from .runner import read_state
+
+    state = read_state(run.run_dir)
+    if not state or state.get("status") != "finished":
+        return False
+    saved = yaml.safe_load((run.run_dir / "config.yaml").read_text())
+    if saved != yaml.safe_load(dump_config(run)):
+        raise ConfigError(
+            f"{run.run_dir} finished with different settings; choose another sweep name or remove that folder"
+        )
+    return True
+
+
+def run_sweep(
+    config: RunConfig, values: list[float] | None = None, progress: bool = True, command: str | None = None
+) -> Path:
+    """Train every value not yet finished, then draw the figures and write ``report.md``; return the report path."""
+    from .distributed import is_main_process
+    from .report import write_sweep_outputs
+    from .runner import train_run
+
+    values = values or config.plw_values or list(DEFAULT_VALUES)
+    runs = run_configs(config, values)
+    main = is_main_process()
+    for i, run in enumerate(runs, start=1):
+        if is_finished(run):
+            if main:
+                print(f"[plw] sweep {i}/{len(runs)}: {run.run_dir} already finished, skipped")
+            continue
+        if main:
+            print(f"[plw] sweep {i}/{len(runs)}: training {run.run_dir}")
+        train_run(run, progress=progress)
+    report = config.run_dir / "report.md"
+    if main:
+        if command:
+            atomic_write_json(config.run_dir / "sweep.json", {"command": command, "values": values})
+        report = write_sweep_outputs(config.run_dir)
+    return report
+
+
+def sweep_command(config_path: str | None, overrides: list[str], values: list[float] | None) -> str:
+    """The command line that reproduces a sweep (for the report)."""
+    parts = ["plw sweep"]
+    if config_path:
+        parts.append(str(config_path))
+    if values:
+        parts += ["--plw", ",".join(format_plw(v) for v in values)]
+    for item in overrides:
+        parts += ["--set", _quote(item)]
+    return " ".join(parts)
+
+
+def _quote(item: str) -> str:
+    import shlex
+
+    return shlex.quote(item)
+
+
+def plot_paths(paths: list[str]) -> list[Path]:
+    """``plw plot``: redraw figures for run folders and sweep folders; return what was written."""
+    from .analysis import load_run
+    from .plots import plot_run
+    from .report import write_sweep_outputs
+
+    written: list[Path] = []
+    for p in map(Path, paths):
+        if (p / "metrics.jsonl").exists():
+            written.append(plot_run(load_run(p), p / "plots" / "losses.png"))
+        elif p.is_dir() and any((c / "metrics.jsonl").exists() for c in p.iterdir()):
+            written.append(write_sweep_outputs(p))
+        else:
+            raise FileNotFoundError(f"{p}: neither a run folder (metrics.jsonl) nor a sweep folder of runs")
+    return written
+
+
+__all__: list[Any] = ["parse_plw_values", "run_sweep", "run_configs", "plot_paths", "sweep_command"]
