@@ -30,7 +30,7 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 demo: $(STAMP)
-	$(VENV)/bin/plw train configs/demo.yaml
+	$(VENV)/bin/plw sweep configs/demo.yaml
 
 bench: $(STAMP)
 	$(PY) benchmarks/eval_memory.py
