@@ -212,6 +212,8 @@ def test_linear_weighted_nll_with_bias_against_cross_entropy():
     targets, weights = torch.randint(0, 50, (23,)), torch.rand(23)
     want = (weights * nn.functional.cross_entropy(head(hidden), targets, reduction="none")).sum()
     want_grads = torch.autograd.grad(want, [hidden, head.weight, head.bias])
+    with torch.no_grad():  # the evaluation path: no gradient work at all
+        torch.testing.assert_close(linear_weighted_nll(hidden, head, targets, weights, 5), want, rtol=1e-5, atol=0)
     for backend in ("fused", "checkpoint"):
         got = linear_weighted_nll(hidden, head, targets, weights, chunk_tokens=5, backend=backend)
         torch.testing.assert_close(got, want, rtol=1e-5, atol=0)

@@ -42,7 +42,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .loss import target_weights
 
-DEFAULT_CHUNK_TOKENS = 1024
+DEFAULT_CHUNK_TOKENS = 512
 BACKENDS = ("auto", "fused", "checkpoint", "cce")
 
 
@@ -197,6 +197,19 @@ def _chunk_nll(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tenso
     return lse - logits.gather(1, targets[:, None]).squeeze(1), lse
 
 
+def _softmax_nll_(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """NLL of float32 ``logits [C, V]``, turning ``logits`` into the softmax in place (no other ``[C, V]`` buffer).
+
+    ``torch.logsumexp`` and ``F.cross_entropy`` each allocate ``[C, V]`` temporaries; doing the shift, exp and
+    normalisation in place keeps the chunk to one buffer, which is what bounds the fused path's peak memory.
+    """
+    top = logits.amax(dim=-1, keepdim=True)
+    shifted_target = logits.gather(1, targets[:, None]).squeeze(1) - top.squeeze(1)
+    sumexp = logits.sub_(top).exp_().sum(dim=-1)
+    logits.div_(sumexp[:, None])
+    return sumexp.log() - shifted_target
+
+
 class _FusedLinearWeightedNLL(torch.autograd.Function):
     """``sum(w * nll(h @ W.T + b, t))`` with the gradient computed chunk by chunk in the forward pass.
 
@@ -218,13 +231,13 @@ class _FusedLinearWeightedNLL(torch.autograd.Function):
             h, t, w = hidden[s : s + chunk_tokens], targets[s : s + chunk_tokens], weights[s : s + chunk_tokens]
             logits = F.linear(h, weight, bias)  # autocast applies here, as in the plain path
             mm_dtype = logits.dtype
-            logits = logits.float()
-            nll, lse = _chunk_nll(logits, t)
+            g = logits.float()
+            del logits
+            nll = _softmax_nll_(g, t)  # g now holds the softmax
             total += (w * nll).sum()
             if not (need_h or need_w or need_b):
+                del g
                 continue
-            g = logits.sub_(lse[:, None]).exp_()  # softmax, in place: the logits are not needed any more
-            del logits
             g[torch.arange(t.numel(), device=g.device), t] -= 1.0
             g.mul_(w[:, None])
             if need_b:
@@ -236,22 +249,20 @@ class _FusedLinearWeightedNLL(torch.autograd.Function):
                 grad_w.addmm_(g.t(), h)  # in place: no [V, H] temporary per chunk
             elif need_w:
                 grad_w += (g.t() @ h.to(g.dtype)).float()
-        ctx.save_for_backward(grad_h, grad_w, grad_b)
-        ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
+            del g  # before the next chunk's logits are allocated
+        # Gradients, not inputs or outputs: kept on ctx (not save_for_backward) so that backward can scale them in
+        # place and hand them over without a second [V, H] copy.
+        ctx.grads = (grad_h, grad_w, grad_b)
+        ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
         return total
 
     @staticmethod
     def backward(ctx, grad_out):
-        grad_h, grad_w, grad_b = ctx.saved_tensors
-        w_dtype, b_dtype = ctx.dtypes
-        return (
-            None if grad_h is None else grad_h * grad_out.to(grad_h.dtype),
-            None if grad_w is None else (grad_w * grad_out).to(w_dtype),
-            None if grad_b is None else (grad_b * grad_out).to(b_dtype),
-            None,
-            None,
-            None,
-        )
+        if ctx.grads is None:
+            raise RuntimeError("the fused chunked loss supports one backward pass (no retain_graph)")
+        grads, ctx.grads = ctx.grads, None
+        out = [None if g is None else g.mul_(grad_out).to(dtype) for g, dtype in zip(grads, ctx.dtypes, strict=True)]
+        return (*out, None, None, None)
 
 
 def _module_chunk_nll_sum(head: nn.Module, h: torch.Tensor, t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -297,7 +308,9 @@ def linear_weighted_nll(
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for s in range(0, hidden.shape[0], chunk_tokens):
             sl = slice(s, s + chunk_tokens)
-            total += _module_chunk_nll_sum(head, hidden[sl], targets[sl], weights[sl])
+            logits = head(hidden[sl]).float()
+            total += (weights[sl] * _softmax_nll_(logits, targets[sl])).sum()
+            del logits
         return total
     if which == "cce":
         return _cce_nll_sum(head, hidden, targets, weights)
