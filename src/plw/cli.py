@@ -15,7 +15,7 @@ class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
-def _train_args(p: argparse.ArgumentParser) -> None:
+def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", help="YAML run config (see --help-config for every key)")
     p.add_argument(
         "--set",
@@ -29,6 +29,16 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _train_args(p: argparse.ArgumentParser) -> None:
+    _config_args(p)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from its last checkpoint (same config required)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="start again in a folder that already holds a run")
+
+
 def _train(args: argparse.Namespace) -> int:
     from .config import config_help, load_config
 
@@ -40,7 +50,7 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     from .runner import train_run
 
-    run_dir = train_run(config, progress=not args.no_progress)
+    run_dir = train_run(config, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
     from .distributed import is_main_process
 
     if is_main_process():
@@ -89,7 +99,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _sweep_args(p: argparse.ArgumentParser) -> None:
-    _train_args(p)
+    _config_args(p)
     p.add_argument(
         "--plw",
         help="comma-separated prompt-loss-weights, e.g. 1,0.5,0.2,0.1,0.01,0 "
@@ -155,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return COMMANDS[args.command][2](args)
-    except (CLIError, ConfigError, RecordError, ModelNotFoundError, FileNotFoundError) as err:
+    except (CLIError, ConfigError, RecordError, ModelNotFoundError, FileNotFoundError, FileExistsError) as err:
         print(f"plw {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -30,6 +30,9 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
     return field(default=default, metadata={"help": help, **kw})
 
 
+# Attention implementations that build the block-diagonal mask of packed rows from position_ids in transformers 5.
+PACKING_ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
+
 LORA_KEYS = {"r": int, "alpha": (int, float), "dropout": (int, float), "target_modules": (list, str)}
 
 
@@ -79,6 +82,9 @@ class RunConfig:
         None, "stop after N evaluations without improving metric_for_best_model (needs save_best: true)"
     )
     report_to: list = _f(["tensorboard"], "logging integrations: tensorboard, wandb, mlflow, or [] for none")
+    checkpoints: bool = _f(True, "save a resumable checkpoint at every evaluation (latest kept; removed when done)")
+    nonfinite: str = _f("stop", "stop | skip: on a NaN/inf training loss, stop naming the step, or skip the batch")
+    attn_implementation: str = _f("sdpa", "sdpa | eager | flash_attention_2 | flash_attention_3 | flex_attention")
     device: str = _f("auto", "auto | cpu | cuda")
 
     @property
@@ -100,6 +106,12 @@ class RunConfig:
         _choice("truncation", self.truncation, ("drop", "truncate_prompt_left"))
         _choice("device", self.device, ("auto", "cpu", "cuda"))
         _choice("loss_impl", self.loss_impl, ("chunked", "plain"))
+        _choice("nonfinite", self.nonfinite, ("stop", "skip"))
+        if self.packing and self.attn_implementation not in PACKING_ATTENTION:
+            raise ConfigError(
+                f"packing: attn_implementation {self.attn_implementation!r} cannot keep packed rows apart "
+                f"(it ignores position_ids); use one of {', '.join(PACKING_ATTENTION)} or packing: false"
+            )
         if self.bf16 not in (True, False, "auto"):
             raise ConfigError(f"bf16: expected true, false or auto, got {self.bf16!r}")
         for key in ("max_length", "batch_size", "eval_batch_size", "gradient_accumulation_steps"):

@@ -51,6 +51,7 @@ def prepare_rows(config: RunConfig, tokenizer: Any, which: str) -> tuple[list[di
     if not rows:
         raise ConfigError(f"{which}_data: no rows left after encoding ({report.summary()})")
     info = {"source": loaded.description, "records_available": len(loaded.records), **report.as_dict()}
+    info["load"] = loaded.report.as_dict()  # what the loader read, kept and dropped (with reasons)
     info["rg"] = rg_summary(rows)
     return rows, info, loaded.answer_choices
 
@@ -88,7 +89,7 @@ def training_arguments(config: RunConfig, run_dir: Path, n_train_rows: int) -> A
     from transformers import TrainingArguments
 
     use_cpu = config.device == "cpu" or (config.device == "auto" and not _cuda_available())
-    save = config.save_best
+    save = config.save_best or config.checkpoints
     return TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
         per_device_train_batch_size=config.batch_size,
@@ -107,7 +108,7 @@ def training_arguments(config: RunConfig, run_dir: Path, n_train_rows: int) -> A
         save_strategy="steps" if save else "no",
         save_steps=config.eval_steps if save else 500,
         save_total_limit=1 if save else None,
-        load_best_model_at_end=save,
+        load_best_model_at_end=config.save_best,
         metric_for_best_model=config.metric_for_best_model,
         seed=config.seed,
         data_seed=config.seed,
@@ -140,13 +141,64 @@ def apply_lora(model: Any, lora: dict[str, Any]) -> Any:
     return get_peft_model(model, cfg)
 
 
-def train_run(config: RunConfig, progress: bool = True) -> Path:
-    """Train one run; return its folder. Everything is validated before the model is loaded."""
+class RunExistsError(FileExistsError):
+    """The run folder already holds a run; resume it, or choose another name."""
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete Trainer checkpoint of a run (``checkpoints/checkpoint-STEP``), if any."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = Path(run_dir) / "checkpoints"
+    found = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    return Path(found) if found else None
+
+
+def check_resumable(config: RunConfig, resume: bool, overwrite: bool = False) -> Path | None:
+    """Decide how a run starts: the checkpoint to resume from, or None for a fresh start.
+
+    A folder that already holds a run is never silently overwritten: without ``resume`` it is an error (unless
+    ``overwrite``); with ``resume`` its saved settings must equal ``config``.
+    """
+    import yaml
+
+    run_dir = config.run_dir
+    state = read_state(run_dir)
+    if not resume:
+        if state is not None and not overwrite:
+            raise RunExistsError(
+                f"{run_dir} already holds a run ({state.get('status')}); use --resume to continue it, "
+                "--overwrite to start again, or another name"
+            )
+        return None
+    if state is None:
+        return None
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else None
+    if saved is not None and saved != yaml.safe_load(dump_config(config)):
+        raise ConfigError(f"{run_dir}: the settings changed since this run started; resume with the same config")
+    return last_checkpoint(run_dir)
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keep the ``metrics.jsonl`` lines up to ``step`` (a resumed run writes the later ones again)."""
+    import json
+
+    lines = [line for line in read_jsonl_lines(path) if line.get("step", 0) <= step]
+    atomic_write_text(path, "".join(json.dumps(line) + "\n" for line in lines))
+
+
+def train_run(config: RunConfig, progress: bool = True, resume: bool = False, overwrite: bool = False) -> Path:
+    """Train one run; return its folder. Everything is validated before the model is loaded.
+
+    With ``resume``, a run that was interrupted continues from its last checkpoint (same data order and RNG state,
+    so the metrics equal those of an uninterrupted run); a run without a checkpoint starts again.
+    """
     from .distributed import is_main_process
     from .models import load_model, load_tokenizer, resolve_model_path
 
     run_dir = config.run_dir
     main = is_main_process()  # under `accelerate launch`, only rank 0 writes files and prints
+    checkpoint = check_resumable(config, resume, overwrite)
     resolve_model_path(config.model, with_weights=False)  # a missing local path fails here, not after data work
     tokenizer = load_tokenizer(config.model)
     train_rows, train_info, choices = prepare_rows(config, tokenizer, "train")
@@ -166,7 +218,7 @@ def train_run(config: RunConfig, progress: bool = True) -> Path:
 
     from .trainer import PLWTrainer
 
-    model = load_model(config.model)
+    model = load_model(config.model, attn_implementation=config.attn_implementation)
     if config.lora:
         model = apply_lora(model, config.lora)
     args = training_arguments(config, run_dir, len(train_rows))
@@ -176,8 +228,15 @@ def train_run(config: RunConfig, progress: bool = True) -> Path:
         args.eval_on_start = False
         args.load_best_model_at_end = False
     metrics_path = run_dir / "metrics.jsonl"
-    if main and metrics_path.exists():
-        metrics_path.unlink()  # a fresh run; resuming is a separate path
+    if checkpoint is not None:
+        step = int(checkpoint.name.rsplit("-", 1)[-1])
+        args.eval_on_start = False  # the step-0 evaluation is already in metrics.jsonl
+        if main:
+            truncate_metrics(metrics_path, step)
+            print(f"[plw] resuming {run_dir} from {checkpoint.name}")
+    elif main:
+        metrics_path.unlink(missing_ok=True)  # a fresh start
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     logger = MetricsJsonlCallback(metrics_path, config.prompt_loss_weight)
     # transformers 5 reads the TensorBoard folder from the environment only.
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tb")
@@ -193,6 +252,7 @@ def train_run(config: RunConfig, progress: bool = True) -> Path:
         loss_impl=config.loss_impl,
         packing=config.packing,
         max_length=config.max_length,
+        nonfinite=config.nonfinite,
         callbacks=[logger.callback],
     )
     if main:
@@ -209,7 +269,7 @@ def train_run(config: RunConfig, progress: bool = True) -> Path:
     if main:
         write_state(run_dir, "running")
     try:
-        trainer.train()
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except BaseException as err:
         if main:
             write_state(run_dir, "failed", error=f"{type(err).__name__}: {err}", step=trainer.state.global_step)
@@ -219,7 +279,8 @@ def train_run(config: RunConfig, progress: bool = True) -> Path:
         trainer.accelerator.wait_for_everyone()  # no process still reads a checkpoint when rank 0 removes them
         if main:
             tokenizer.save_pretrained(str(run_dir / "best"))
-            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    if main:
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # finished: nothing left to resume
     if main:
         lines = read_jsonl_lines(metrics_path)
         atomic_write_json(run_dir / "summary.json", summarize(lines))

@@ -84,7 +84,8 @@ def run_sweep(
             continue
         if main:
             print(f"[plw] sweep {i}/{len(runs)}: training {run.run_dir}")
-        train_run(run, progress=progress)
+        # An interrupted value continues from its last checkpoint (or starts again when it has none).
+        train_run(run, progress=progress, resume=True)
     report = config.run_dir / "report.md"
     if main:
         if command:

@@ -61,6 +61,13 @@ def choice_token_ids(tokenizer: Any, choices: Sequence[str], template: str = "au
     return ids
 
 
+NONFINITE_POLICIES = ("stop", "skip")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the message names the optimizer step."""
+
+
 class PLWTrainer(Trainer):
     """``transformers.Trainer`` with the prompt-loss-weighted loss and streamed split metrics.
 
@@ -79,6 +86,8 @@ class PLWTrainer(Trainer):
             not rows. Refuses models that do not isolate packed rows. Datasets given as
             :class:`~plw.data.packing.PackedDataset` are used as they are.
         max_length: tokens per bin (required with ``packing``); rows must already fit (see :func:`plw.encode`).
+        nonfinite: ``"stop"`` (default) raises :class:`NonFiniteLossError` naming the step when the training loss is
+            NaN or infinite; ``"skip"`` drops that micro-batch's gradient and goes on.
 
     Datasets are rows as :func:`plw.encode` returns them (a ``datasets.Dataset`` or a list). Stock
     ``TrainingArguments`` work: the mask columns are kept (``remove_unused_columns`` is turned off) and a padding
@@ -103,9 +112,14 @@ class PLWTrainer(Trainer):
         loss_chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
         packing: bool = False,
         max_length: int | None = None,
+        nonfinite: str = "stop",
         **kwargs: Any,
     ):
         self.prompt_loss_weight = check_plw(prompt_loss_weight)
+        if nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(f"nonfinite must be one of {', '.join(NONFINITE_POLICIES)}, got {nonfinite!r}")
+        self.nonfinite = nonfinite
+        self.skipped_nonfinite_batches = 0
         if loss_impl not in LOSS_IMPLS:
             raise ValueError(f"loss_impl must be one of {', '.join(LOSS_IMPLS)}, got {loss_impl!r}")
         if isinstance(loss_chunk_tokens, bool) or not isinstance(loss_chunk_tokens, int) or loss_chunk_tokens < 1:
@@ -250,7 +264,27 @@ class PLWTrainer(Trainer):
             # Data-parallel backends average gradients over processes; the normaliser already covers all of
             # them, so undo the average.
             loss = total / num_items_in_batch.to(total.device) * self.accelerator.num_processes
+        if model.training:
+            loss = self._guard_nonfinite(loss)
         return (loss, outputs) if return_outputs else loss
+
+    def _guard_nonfinite(self, loss: torch.Tensor) -> torch.Tensor:
+        """Stop on a NaN/inf training loss, naming the step; or, with ``nonfinite="skip"``, drop the micro-batch.
+
+        A skipped micro-batch contributes no gradient (its weight still counts in the step's normaliser).
+        """
+        if bool(torch.isfinite(loss.detach()).all()):
+            return loss
+        step = self.state.global_step + 1
+        if self.nonfinite == "skip":
+            self.skipped_nonfinite_batches += 1
+            logger.warning(f"non-finite training loss at optimizer step {step}: micro-batch skipped")
+            return torch.zeros((), device=loss.device, dtype=loss.dtype, requires_grad=True)
+        raise NonFiniteLossError(
+            f"non-finite training loss ({loss.detach().float().item()}) at optimizer step {step} "
+            f"(epoch {self.state.epoch or 0:.3f}); the last checkpoint before it is kept. Lower the learning rate, "
+            "check the data, or set nonfinite: skip"
+        )
 
     # ---- evaluation ----------------------------------------------------------------------------------------------
 
