@@ -118,6 +118,7 @@ def training_arguments(config: RunConfig, run_dir: Path, n_train_rows: int) -> A
         report_to=list(config.report_to),
         remove_unused_columns=False,
         dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # every trainable parameter is used by both loss paths
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
     )
 
