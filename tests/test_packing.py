@@ -381,3 +381,32 @@ def test_config_refuses_packing_with_group_by_length():
     with pytest.raises(ConfigError, match="group_by_length"):
         from_dict({"train_data": "x.jsonl", "packing": True, "group_by_length": True})
     assert from_dict({"train_data": "x.jsonl", "packing": True}).packing is True
+
+
+def test_group_by_length_reaches_the_training_arguments(tmp_path):
+    from plw.config import from_dict
+    from plw.runner import training_arguments
+
+    padded = training_arguments(from_dict({"train_data": "x.jsonl", "group_by_length": True}), tmp_path, 10)
+    assert padded.train_sampling_strategy == "group_by_length"
+    assert training_arguments(from_dict({"train_data": "x.jsonl"}), tmp_path, 10).train_sampling_strategy == "random"
+
+
+def test_repeated_bins_of_the_last_distributed_eval_batch_carry_no_weight(tokenizer, tiny_model, tmp_path):
+    """With several processes accelerate repeats items to even out the last batch; in a packed batch those items
+    are bins inside one flat row, so their tokens (found by bin_index) must be masked, not whole rows."""
+    from types import SimpleNamespace
+    from unittest import mock
+
+    rows = varied_rows(tokenizer)
+    trainer = packed_trainer(tiny_model, rows, tmp_path, eval_dataset=rows, max_length=100)
+    batch = PackedCollator()([ROW_A, ROW_B, ROW_A])  # three bins on process 1 of 2; 4 real items in the last batch
+    state = SimpleNamespace(end_of_dataloader=True, remainder=4)
+    fake = SimpleNamespace(gradient_state=state, even_batches=True, process_index=1)
+    with mock.patch.object(type(trainer.args), "world_size", new_callable=mock.PropertyMock, return_value=2):
+        with mock.patch.object(trainer, "accelerator", fake):
+            out = trainer._drop_repeated_rows(batch)
+    # Process 1 holds items 3, 4, 5 of the last global batch; only item 3 (its first bin, ROW_A) is real.
+    assert out["prompt_mask"].tolist() == [[1, 1, 1, 0] + [0] * 7]
+    assert out["completion_mask"].tolist() == [[0, 0, 0, 1] + [0] * 7]
+    assert torch.equal(out["input_ids"], batch["input_ids"])
