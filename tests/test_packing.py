@@ -410,3 +410,12 @@ def test_repeated_bins_of_the_last_distributed_eval_batch_carry_no_weight(tokeni
     assert out["prompt_mask"].tolist() == [[1, 1, 1, 0] + [0] * 7]
     assert out["completion_mask"].tolist() == [[0, 0, 0, 1] + [0] * 7]
     assert torch.equal(out["input_ids"], batch["input_ids"])
+
+
+def test_packed_dataset_takes_a_datasets_dataset():
+    import datasets
+
+    ds = datasets.Dataset.from_list([ROW_A, ROW_B])
+    packed = PackedDataset(ds, max_length=8)
+    assert packed[0] == PackedDataset([ROW_A, ROW_B], max_length=8)[0]
+    assert packed.stats.as_dict()["rows_per_bin"] == 2.0

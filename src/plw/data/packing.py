@@ -146,9 +146,13 @@ def _improve(
     return bins
 
 
-def default_improve_steps(n_rows: int) -> int:
-    """Local-search budget used when none is given: 20 repacks per row, at most 200,000 (a few seconds)."""
-    return min(20 * n_rows, 200_000)
+def default_improve_steps(n_rows: int, n_bins: int) -> int:
+    """Local-search budget used when none is given: 20 repacks per row, at most 200,000 (seconds, not minutes).
+
+    None when best-fit decreasing put more than 8 rows per bin on average: the short rows it places last then fill
+    the gaps nearly perfectly, and each repack of many rows costs more.
+    """
+    return 0 if n_rows > 8 * n_bins else min(20 * n_rows, 200_000)
 
 
 def pack_bins(
@@ -157,7 +161,8 @@ def pack_bins(
     """Assign row indices to bins holding at most ``max_length`` tokens each.
 
     Best-fit decreasing (rows of equal length are taken in a seeded random order), then ``improve_steps`` rounds of
-    local search (default :func:`default_improve_steps`; 0 keeps plain best-fit decreasing). The same lengths and
+    local search (default: :func:`default_improve_steps`; 0 keeps plain best-fit decreasing). The search stops early
+    at the lower bound ``ceil(sum(lengths) / max_length)``. The same lengths and
     seed always give the same bins. Raises :class:`RowTooLongError` for a row longer than ``max_length``.
 
     >>> pack_bins([6, 3, 4, 2], max_length=8, improve_steps=0)
@@ -178,7 +183,7 @@ def pack_bins(
     rng.shuffle(tiebreak)
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], tiebreak[i]))
     bins = _best_fit_decreasing(lengths, max_length, order)
-    steps = default_improve_steps(len(lengths)) if improve_steps is None else improve_steps
+    steps = default_improve_steps(len(lengths), len(bins)) if improve_steps is None else improve_steps
     floor = math.ceil(sum(lengths) / max_length)
     if steps > 0 and len(bins) > floor:
         bins = _improve(bins, lengths, max_length, steps, rng, floor)
