@@ -38,6 +38,10 @@ def test_shipped_configs_exist():
         ({**BASE, "lora": {"alpah": 8}}, "unknown key lora.alpah (did you mean 'alpha'?)"),
         ({**BASE, "metric_for_best_model": "accuracy"}, "metric_for_best_model: expected an eval_* metric"),
         ({}, "train_data: required"),
+        ({**BASE, "packing": True, "attn_implementation": "flash_attention_1"}, "cannot keep packed rows apart"),
+        ({**BASE, "early_stopping_patience": 2}, "early_stopping_patience needs save_best: true"),
+        ({**BASE, "nonfinite": "ignore"}, "nonfinite: expected one of stop, skip"),
+        ({**BASE, "plw_values": [1, 0.1, 2]}, "plw_values must be in [0, 1]"),
     ],
 )
 def test_config_errors_name_the_key(values, message):
