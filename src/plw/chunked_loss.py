@@ -85,7 +85,9 @@ class FinalHiddenCapture:
     def __init__(self, head: nn.Module):
         self.head = head
         self.hidden: torch.Tensor | None = None
+        self.head_output: torch.Tensor | None = None
         self._handle: Any = None
+        self._out_handle: Any = None
 
     def _hook(self, module: nn.Module, args: tuple) -> tuple | None:
         if not args or not torch.is_tensor(args[0]) or args[0].dim() != 3:
@@ -95,12 +97,19 @@ class FinalHiddenCapture:
 
     def __enter__(self) -> FinalHiddenCapture:
         self.hidden = None
+        self.head_output = None
         self._handle = self.head.register_forward_pre_hook(self._hook)
+        self._out_handle = self.head.register_forward_hook(self._record_output)
         return self
+
+    def _record_output(self, module: nn.Module, args: tuple, output: Any) -> None:
+        if torch.is_tensor(output):
+            self.head_output = output.detach()
 
     def __exit__(self, *exc: Any) -> None:
         self._handle.remove()
-        self._handle = None
+        self._out_handle.remove()
+        self._handle = self._out_handle = None
         if exc[0] is None and self.hidden is None:
             raise RuntimeError(
                 "the model never called its output embedding with [batch, tokens, hidden] states, so the chunked "
@@ -113,16 +122,24 @@ def _has_active_dropout(module: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def check_head_output(model_logits: torch.Tensor, hidden: torch.Tensor, head: nn.Module) -> bool:
+def check_head_output(
+    model_logits: torch.Tensor, hidden: torch.Tensor, head: nn.Module, head_output: torch.Tensor | None = None
+) -> bool:
     """Raise if the model's logits are not ``head(hidden)`` (soft-capping or scaling after the projection).
 
-    ``model_logits`` are the ``[B, 1, V]`` logits the model returned under :class:`FinalHiddenCapture`. Returns
+    ``model_logits`` are the ``[B, 1, V]`` logits the model returned under :class:`FinalHiddenCapture`;
+    ``head_output`` (the capture's record of what the head returned in that forward) is compared with them when
+    given, so a forward under autocast is checked in its own precision; otherwise the head is called again. Returns
     False without checking when the head has active dropout (LoRA dropout in training), where two calls
     legitimately differ; True once checked.
     """
     if _has_active_dropout(head):
         return False
-    ours = head(hidden[:, -1:, :]).float()
+    if head_output is not None:
+        # The head's own output inside the model's forward: same precision (autocast) as the logits it returned.
+        ours = head_output[:, -1:, :].float()
+    else:
+        ours = head(hidden[:, -1:, :]).float()
     theirs = model_logits[:, -1:, :].float()
     if ours.shape != theirs.shape or not torch.allclose(ours, theirs, rtol=1e-2, atol=1e-2):
         raise RuntimeError(
@@ -160,18 +177,21 @@ def _autocast_dtype(device_type: str) -> torch.dtype | None:
     return None
 
 
-def loss_backend(head: nn.Module, device: torch.device | str, backend: str = "auto") -> str:
+def loss_backend(
+    head: nn.Module, device: torch.device | str, backend: str = "auto", half_precision: bool = True
+) -> str:
     """Which implementation computes the loss: ``"cce"``, ``"fused"`` or ``"checkpoint"`` (see the module doc).
 
-    ``"auto"`` takes cut-cross-entropy on CUDA when installed and the head is a plain linear layer, else
-    ``"fused"`` for a plain linear layer, else ``"checkpoint"``. Asking for ``"fused"`` or ``"cce"`` with a head
-    that cannot use them falls back the same way.
+    ``"auto"`` takes cut-cross-entropy on CUDA when it is installed, the head is a plain linear layer and the
+    matrices are half precision (``half_precision``: bf16/fp16 autocast or weights), else ``"fused"`` for a plain
+    linear layer, else ``"checkpoint"``. Asking for ``"fused"`` or ``"cce"`` where they cannot run falls back the
+    same way.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "checkpoint" or not _is_plain_linear(head):
         return "checkpoint"
-    if backend in ("auto", "cce") and torch.device(device).type == "cuda" and cce_available():
+    if backend in ("auto", "cce") and half_precision and torch.device(device).type == "cuda" and cce_available():
         return "cce"
     return "fused"
 
@@ -223,14 +243,19 @@ class _FusedLinearWeightedNLL(torch.autograd.Function):
     def forward(ctx, hidden, weight, bias, targets, weights, chunk_tokens):
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         need_b = bias is not None and ctx.needs_input_grad[2]
+        dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad_h = torch.empty_like(hidden) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         grad_b = torch.zeros(weight.shape[0], dtype=torch.float32, device=weight.device) if need_b else None
+        # The matrix products run in the autocast dtype when autocast is on, as in the plain path; cast once.
+        mm_dtype = _autocast_dtype(hidden.device.type) or weight.dtype
+        weight = weight.to(mm_dtype)
+        bias = None if bias is None else bias.to(mm_dtype)
         for s in range(0, hidden.shape[0], chunk_tokens):
             h, t, w = hidden[s : s + chunk_tokens], targets[s : s + chunk_tokens], weights[s : s + chunk_tokens]
-            logits = F.linear(h, weight, bias)  # autocast applies here, as in the plain path
-            mm_dtype = logits.dtype
+            h = h.to(mm_dtype)
+            logits = F.linear(h, weight, bias)
             g = logits.float()
             del logits
             nll = _softmax_nll_(g, t)  # g now holds the softmax
@@ -244,16 +269,16 @@ class _FusedLinearWeightedNLL(torch.autograd.Function):
                 grad_b += g.sum(0)
             g = g.to(mm_dtype)
             if need_h:
-                grad_h[s : s + chunk_tokens] = (g @ weight.to(g.dtype)).to(hidden.dtype)
-            if need_w and g.dtype == grad_w.dtype == h.dtype:
+                grad_h[s : s + chunk_tokens] = (g @ weight).to(hidden.dtype)
+            if need_w and mm_dtype == torch.float32:
                 grad_w.addmm_(g.t(), h)  # in place: no [V, H] temporary per chunk
             elif need_w:
-                grad_w += (g.t() @ h.to(g.dtype)).float()
+                grad_w += (g.t() @ h).float()
             del g  # before the next chunk's logits are allocated
         # Gradients, not inputs or outputs: kept on ctx (not save_for_backward) so that backward can scale them in
         # place and hand them over without a second [V, H] copy.
         ctx.grads = (grad_h, grad_w, grad_b)
-        ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
+        ctx.dtypes = dtypes
         return total
 
     @staticmethod
@@ -301,9 +326,8 @@ def linear_weighted_nll(
     weights = weights.to(hidden.device, torch.float32)
     if hidden.shape[0] == 0:
         return hidden.float().sum() * 0.0  # keeps the graph connected for a batch without targets
-    which = loss_backend(head, hidden.device, backend)
-    if which == "cce" and (_autocast_dtype("cuda") or hidden.dtype) not in (torch.float16, torch.bfloat16):
-        which = "fused"  # the CUDA kernel is written for half-precision matrices
+    half = (_autocast_dtype(hidden.device.type) or hidden.dtype) in (torch.float16, torch.bfloat16)
+    which = loss_backend(head, hidden.device, backend, half_precision=half)
     if not torch.is_grad_enabled():
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for s in range(0, hidden.shape[0], chunk_tokens):

@@ -228,7 +228,7 @@ class PLWTrainer(Trainer):
         with FinalHiddenCapture(head) as capture:
             outputs = self._forward(model, inputs)
         if not self._head_checked:
-            self._head_checked = check_head_output(outputs.logits, capture.hidden, head)
+            self._head_checked = check_head_output(outputs.logits, capture.hidden, head, capture.head_output)
         return outputs, capture.hidden, head
 
     def loss_path(self) -> str:
@@ -236,7 +236,9 @@ class PLWTrainer(Trainer):
         if self.loss_impl == "plain":
             return "plain loss from the full B x N x V logits (loss_impl: plain)"
         head = output_head(self.accelerator.unwrap_model(self.model))
-        return describe_backend(loss_backend(head, self.args.device), self.loss_chunk_tokens)
+        weight = getattr(head, "weight", None)
+        half = self.args.bf16 or self.args.fp16 or getattr(weight, "dtype", None) in (torch.bfloat16, torch.float16)
+        return describe_backend(loss_backend(head, self.args.device, half_precision=half), self.loss_chunk_tokens)
 
     def compute_loss(
         self,
