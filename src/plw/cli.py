@@ -39,15 +39,22 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="start again in a folder that already holds a run")
 
 
-def _train(args: argparse.Namespace) -> int:
+def _config_from(args: argparse.Namespace) -> object | None:
+    """The validated run config of ``train``/``sweep``, or None after printing ``--help-config``."""
     from .config import config_help, load_config
 
     if args.help_config:
         print(config_help())
-        return 0
+        return None
     if args.config is None and not args.overrides:
-        raise CLIError("train: give a CONFIG.yaml (and/or --set key=value)")
-    config = load_config(args.config, args.overrides)
+        raise CLIError("give a CONFIG.yaml (and/or --set key=value)")
+    return load_config(args.config, args.overrides)
+
+
+def _train(args: argparse.Namespace) -> int:
+    config = _config_from(args)
+    if config is None:
+        return 0
     from .runner import train_run
 
     run_dir = train_run(config, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
@@ -108,16 +115,11 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from .config import config_help, load_config
-
-    if args.help_config:
-        print(config_help())
+    config = _config_from(args)
+    if config is None:
         return 0
-    if args.config is None and not args.overrides:
-        raise CLIError("sweep: give a CONFIG.yaml (and/or --set key=value)")
     from .sweep import parse_plw_values, run_sweep, sweep_command
 
-    config = load_config(args.config, args.overrides)
     values = parse_plw_values(args.plw) if args.plw else None
     report = run_sweep(
         config, values, progress=not args.no_progress, command=sweep_command(args.config, args.overrides, values)
