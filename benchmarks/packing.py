@@ -13,11 +13,18 @@ its own. Real tokens/s counts the tokens of the rows (no padding) over the steps
 pays one-off set-up). The first-step loss check feeds TRL's first packed batch to plw's loss at plw=0 with the
 untrained model and compares it with the loss TRL logs for that step.
 
-    python benchmarks/packing.py                          # both parts
+Part 3 (minutes): the same packed batch (TRL's first bin) through each trainer's ``compute_loss`` and backward,
+one model, interleaved in rounds so that other jobs' load hits every variant alike: plw's chunked and plain loss
+paths at each ``--plw`` against TRL's fused-head loss. The model's forward is identical, so this isolates what the
+trainers add.
+
+    python benchmarks/packing.py                          # all parts
+    python benchmarks/packing.py --loss-impl plain --threads 1   # as run for the README (shared, loaded machine)
     python benchmarks/packing.py --no-throughput          # part 1 only
     python benchmarks/packing.py --steps 3 --train-rows 60 --plw 0
 
-Timings on a shared 2-core machine are noisy (other jobs run beside it); compare the ratios of one run.
+Timings on a shared 2-core machine are noisy (other jobs run beside it); compare the ratios of one run. Under such
+load, ``--threads 1`` avoids two-thread runs spinning against other processes.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import argparse
 import json
 import math
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -253,10 +261,70 @@ def plw_loss_of_trl_batch(trainer) -> float:
     return float(total / weight)
 
 
+def interleaved(a) -> dict:
+    """Forward + backward of the same packed batch (TRL's first bin) through each trainer's ``compute_loss``, in
+    rounds (A, B, C, ... then again), so that load from other jobs hits every variant alike. One model, bf16 autocast."""
+    import tempfile
+
+    import datasets
+    import torch
+    from transformers import TrainingArguments
+    from trl import SFTConfig, SFTTrainer
+
+    import plw
+
+    rows, records, _, tokenizer = race_rows("train", a.max_length, a.train_rows)
+    model = plw.load_model(MODEL)
+    model.train()
+    out = tempfile.mkdtemp(prefix="plw-bench-")
+    ds = datasets.Dataset.from_list(
+        [
+            {
+                "prompt": [{"role": "user", "content": r["prompt"]}],
+                "completion": [{"role": "assistant", "content": r["completion"]}],
+            }
+            for r in records
+        ]
+    )
+    cfg = SFTConfig(
+        **_common_args(a, out),
+        max_length=a.max_length,
+        packing=True,
+        completion_only_loss=True,
+        per_device_train_batch_size=1,
+    )
+    trl_trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tokenizer)
+    trl_batch = next(iter(trl_trainer.get_train_dataloader()))
+    completion = (trl_batch["labels"] != -100).long()
+    plw_batch = {
+        "input_ids": trl_batch["input_ids"],
+        "position_ids": trl_batch["position_ids"],
+        "prompt_mask": 1 - completion,
+        "completion_mask": completion,
+    }
+    variants = {"TRL packed": (trl_trainer, trl_batch)}
+    for impl in ("chunked", "plain"):
+        for value in a.plw:
+            args = TrainingArguments(**_common_args(a, out))
+            trainer = plw.PLWTrainer(model=model, args=args, prompt_loss_weight=value, loss_impl=impl)
+            variants[f"plw packed {impl}, plw {value:g}"] = (trainer, plw_batch)
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(a.rounds + 1):  # the first round warms up and is not counted
+        for name, (trainer, batch) in variants.items():
+            t = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = trainer.compute_loss(model, dict(batch))
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+            times[name].append(time.perf_counter() - t)
+    return {"tokens": int(trl_batch["input_ids"].numel()), "times": {k: v[1:] for k, v in times.items()}}
+
+
 def run_child(kind: str, plw_value: float, a) -> dict:
     cmd = [sys.executable, __file__, "--child", kind, "--plw-value", str(plw_value)]
     cmd += ["--steps", str(a.steps), "--train-rows", str(a.train_rows), "--max-length", str(a.max_length)]
-    cmd += ["--padded-batch", str(a.padded_batch), "--loss-impl", a.loss_impl]
+    cmd += ["--padded-batch", str(a.padded_batch), "--loss-impl", a.loss_impl, "--rounds", str(a.rounds)]
+    cmd += ["--plw", *map(str, a.plw), "--threads", str(a.threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"{kind} failed:\n{proc.stderr[-3000:]}")
@@ -271,7 +339,8 @@ def throughput(a) -> None:
         results.append(run_child(kind, p, a))
     print(
         f"\nSmolLM2-135M full fine-tune, CPU, bf16 autocast, {a.steps} optimizer steps each, first {a.train_rows} RACE "
-        f"train rows, max_length {a.max_length}, plw loss_impl {a.loss_impl}; tokens/s over steps 2..{a.steps}"
+        f"train rows, max_length {a.max_length}, plw loss_impl {a.loss_impl}, torch threads {a.threads or 'default'}; "
+        f"tokens/s over steps 2..{a.steps}"
     )
     print(
         f"{'trainer':<34}{'rows/bins':>10}{'s/step':>9}{'real tok/step':>15}{'real tok/s':>12}{'peak RSS GB':>13}{'loss 1':>9}"
@@ -306,6 +375,21 @@ def throughput(a) -> None:
     )
 
 
+def report_interleaved(a) -> None:
+    print("\nrunning the interleaved comparison ...", flush=True)
+    r = run_child("interleaved", 0.0, a)
+    med = {k: statistics.median(v) for k, v in r["times"].items()}
+    base = med["TRL packed"]
+    print(
+        f"forward + backward of one packed batch ({r['tokens']} tokens, TRL's first bin), each trainer's compute_loss, "
+        f"bf16 autocast, median of {a.rounds} interleaved rounds:"
+    )
+    print(f"{'variant':<34}{'seconds':>9}{'tokens/s':>10}{'speed vs TRL':>14}   all rounds")
+    for name, m in med.items():
+        rounds = " ".join(f"{t:.1f}" for t in r["times"][name])
+        print(f"{name:<34}{m:>9.2f}{r['tokens'] / m:>10.0f}{base / m:>13.2f}x   {rounds}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--max-length", type=int, default=1024)
@@ -314,18 +398,25 @@ def main() -> None:
     p.add_argument("--padded-batch", type=int, default=2, help="rows per step of plw padded (default 2)")
     p.add_argument("--plw", type=float, nargs="+", default=[0.0, 1.0], help="plw values for plw packed")
     p.add_argument("--loss-impl", default="chunked", choices=["chunked", "plain"], help="plw's loss path")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of the interleaved comparison (default 3)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per run (default: torch's choice)")
     p.add_argument("--no-throughput", action="store_true", help="only the batch-fill comparison")
     p.add_argument("--no-efficiency", action="store_true", help="only the throughput comparison")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--plw-value", type=float, default=0.0, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
-        print(json.dumps(child(a)))
+        if a.threads:
+            import torch
+
+            torch.set_num_threads(a.threads)
+        print(json.dumps(interleaved(a) if a.child == "interleaved" else child(a)))
         return
     if not a.no_efficiency:
         efficiency(a.max_length)
     if not a.no_throughput:
         throughput(a)
+        report_interleaved(a)
 
 
 if __name__ == "__main__":
