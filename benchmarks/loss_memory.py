@@ -10,13 +10,15 @@ Two parts, every configuration in a fresh subprocess (so each peak is its own), 
    :func:`plw.chunked_loss.chunked_weighted_nll_sum`. Peak memory is the high-water mark of the process
    (``ru_maxrss``) minus its resident size just before the loss: the extra memory the loss needs, including the
    weight gradient (113 MB) both paths produce.
-2. A full SmolLM2-135M-Instruct training step (forward, backward, AdamW step; full fine-tuning, bf16 autocast as
-   ``bf16: auto`` gives on this CPU) through ``PLWTrainer.training_step``, on a batch of RACE train rows
-   (``../shared/data/race/train.jsonl``) with ``loss_impl`` plain vs chunked. Peak memory is the process's whole
-   high-water mark (model, optimizer states, activations).
+2. A full SmolLM2-135M-Instruct training step (forward, backward, AdamW step; full fine-tuning, or LoRA with
+   ``--lora``; bf16 autocast as ``bf16: auto`` gives on this CPU) through ``PLWTrainer.training_step``, on a batch
+   of RACE train rows (``../shared/data/race/train.jsonl``) with ``loss_impl`` plain vs chunked. Timing: one
+   process per plw runs both paths on the same model, alternating step by step, so drifting machine load hits both
+   alike. Peak memory: a separate process per path, its whole high-water mark (model, optimizer, activations).
 
-    python benchmarks/loss_memory.py                 # both parts, 3 repetitions each
+    python benchmarks/loss_memory.py                 # both parts (about 30 minutes on a busy 2-core machine)
     python benchmarks/loss_memory.py --part loss --reps 5 --chunk 512
+    python benchmarks/loss_memory.py --part step --lora
 """
 
 from __future__ import annotations
@@ -105,7 +107,15 @@ def race_records(n: int) -> list[dict]:
     return out
 
 
-def step_child(impl: str, plw_value: float, rows: int, max_length: int, steps: int) -> dict:
+def step_child(
+    mode: str, impls: list[str], plw_value: float, rows: int, max_length: int, steps: int, lora: bool
+) -> dict:
+    """Build one model and one PLWTrainer per loss path; time ``steps`` training steps per path.
+
+    ``mode="time"``: the paths alternate step by step in this process (warm-up one step each, then pairs in
+    alternating order), so both see the same machine load. ``mode="memory"``: one path only, so the process's
+    high-water mark is that path's.
+    """
     import tempfile
 
     import torch
@@ -117,36 +127,46 @@ def step_child(impl: str, plw_value: float, rows: int, max_length: int, steps: i
 
     tokenizer = plw.load_tokenizer("smollm2-135m-instruct")
     encoded, _ = encode_records(tokenizer, race_records(rows * 3), max_length, "drop")
-    batch_rows = encoded[:rows]
     model = plw.load_model("smollm2-135m-instruct")
+    if lora:
+        from plw.runner import apply_lora
+
+        model = apply_lora(model, {"r": 16, "alpha": 32, "target_modules": "all-linear"})
     args = TrainingArguments(
-        output_dir=tempfile.mkdtemp(),
-        use_cpu=True,
-        bf16=cpu_supports_bf16(),
-        report_to=[],
-        learning_rate=1e-5,
-        disable_tqdm=True,
+        output_dir=tempfile.mkdtemp(), use_cpu=True, bf16=cpu_supports_bf16(), report_to=[], disable_tqdm=True
     )
-    trainer = plw.PLWTrainer(
-        model=model, args=args, processing_class=tokenizer, prompt_loss_weight=plw_value, loss_impl=impl
-    )
-    batch = trainer.data_collator(batch_rows)
-    normaliser = trainer.step_weight([batch]).float()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    times = []
-    for _ in range(steps):
+    trainers = {
+        impl: plw.PLWTrainer(
+            model=model, args=args, processing_class=tokenizer, prompt_loss_weight=plw_value, loss_impl=impl
+        )
+        for impl in impls
+    }
+    batch = trainers[impls[0]].data_collator(encoded[:rows])
+    normaliser = trainers[impls[0]].step_weight([batch]).float()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+
+    def step(impl: str) -> float:
         start = time.perf_counter()
-        trainer.training_step(model, dict(batch), normaliser)
+        trainers[impl].training_step(model, dict(batch), normaliser)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - start)
-    tokens = int(batch["attention_mask"].sum())
+        return time.perf_counter() - start
+
+    # Warm-up: the first steps of a process are several times slower (oneDNN builds its bf16 kernels for each new
+    # shape, AdamW allocates its states, fresh memory is paged in), so they are not timed.
+    for _ in range(2 if mode == "time" else 1):
+        for impl in impls:
+            step(impl)
+    times: dict[str, list[float]] = {impl: [] for impl in impls}
+    for i in range(steps):
+        for impl in impls if i % 2 == 0 else impls[::-1]:
+            times[impl].append(step(impl))
     return {
         "peak_mb": peak_mb(),
-        "time_s": statistics.median(times[1:] or times),  # the first step also allocates AdamW's states
-        "tokens": tokens,
+        "times": times,
+        "tokens": int(batch["attention_mask"].sum()),
         "shape": list(batch["input_ids"].shape),
-        "path": trainer.loss_path(),
+        "paths": {impl: t.loss_path() for impl, t in trainers.items()},
     }
 
 
@@ -201,41 +221,54 @@ def part_step(args: argparse.Namespace) -> None:
     if not RACE.exists():
         print(f"\n(full training step skipped: {RACE} not present)")
         return
-    specs = [
-        {"part": "step", "impl": impl, "plw": p, "rows": args.rows, "max_length": args.max_length, "steps": args.steps}
-        for p in (1.0, 0.0)
-        for impl in ("plain", "chunked")
-    ]
-    res = interleaved(specs, args.reps, args.threads)
-    first = res[0][0]
-    print(
-        f"\n## Full training step: SmolLM2-135M-Instruct, full fine-tuning, AdamW, bf16 autocast, {args.threads} "
-        f"threads; batch {first['shape']} of RACE train rows ({first['tokens']} real tokens)"
-    )
-    print(f"(median of {args.reps} fresh processes x {args.steps - 1} timed steps; peak = whole-process RSS)\n")
-    print("| plw | plain s/step | chunked s/step | speed-up | plain peak | chunked peak |")
-    print("|---|---|---|---|---|---|")
-    for i in range(0, len(specs), 2):
-        plain, chunked = res[i], res[i + 1]
-        tp, tc = med(plain, "time_s"), med(chunked, "time_s")
-        speedup = statistics.median(1 - c["time_s"] / p["time_s"] for p, c in zip(plain, chunked, strict=True))
-        print(
-            f"| {specs[i]['plw']:g} | {tp:.2f} | {tc:.2f} | {100 * speedup:.0f}% faster | "
-            f"{med(plain, 'peak_mb'):,.0f} MB | {med(chunked, 'peak_mb'):,.0f} MB |"
+    base = {"part": "step", "rows": args.rows, "max_length": args.max_length, "lora": args.lora}
+    rows = []
+    for p in (1.0, 0.0):
+        timed = run_child(
+            {**base, "mode": "time", "impls": ["plain", "chunked"], "plw": p, "steps": args.steps}, args.threads
         )
-    print(f"\nchunked path: {res[1][0]['path']}")
+        peaks = {
+            impl: run_child({**base, "mode": "memory", "impls": [impl], "plw": p, "steps": 1}, args.threads)["peak_mb"]
+            for impl in ("plain", "chunked")
+        }
+        print(f"  plw {p:g}: {timed['times']}, peaks {peaks}", file=sys.stderr)
+        rows.append((p, timed, peaks))
+    first = rows[0][1]
+    what = "LoRA r=16 on all linear layers" if args.lora else "full fine-tuning"
+    print(
+        f"\n## Full training step: SmolLM2-135M-Instruct, {what}, AdamW, bf16 autocast, {args.threads} threads; "
+        f"batch {first['shape']} of RACE train rows ({first['tokens']} real tokens)"
+    )
+    print(
+        f"(one process per plw alternates the two paths step by step, {args.steps} timed steps each after 2 warm-up "
+        "steps each; "
+        "peak = whole-process RSS of a separate process per path)\n"
+    )
+    print(
+        "| plw | plain s/step | chunked s/step | chunked vs plain (median of step pairs) | plain peak | chunked peak |"
+    )
+    print("|---|---|---|---|---|---|")
+    for p, timed, peaks in rows:
+        tp, tc = timed["times"]["plain"], timed["times"]["chunked"]
+        saving = statistics.median(1 - c / q for q, c in zip(tp, tc, strict=True))
+        print(
+            f"| {p:g} | {statistics.median(tp):.2f} | {statistics.median(tc):.2f} | {100 * saving:.0f}% faster | "
+            f"{peaks['plain']:,.0f} MB | {peaks['chunked']:,.0f} MB |"
+        )
+    print(f"\nchunked path: {first['paths']['chunked']}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", choices=("loss", "step", "both"), default="both")
-    parser.add_argument("--reps", type=int, default=3, help="fresh processes per configuration")
+    parser.add_argument("--reps", type=int, default=3, help="fresh processes per configuration (loss part)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per process")
     parser.add_argument("--chunk", type=int, default=None, help="targets per chunk (default: plw's default)")
     parser.add_argument("--loss-steps", type=int, default=3, help="loss forward+backward passes per process")
     parser.add_argument("--rows", type=int, default=4, help="RACE rows per training batch")
     parser.add_argument("--max-length", type=int, default=1024, help="rows longer than this are skipped")
-    parser.add_argument("--steps", type=int, default=3, help="training steps per process (the first is warm-up)")
+    parser.add_argument("--steps", type=int, default=4, help="timed training steps per path (after one warm-up)")
+    parser.add_argument("--lora", action="store_true", help="train a LoRA adapter (r=16, all linear layers) instead")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -247,7 +280,8 @@ def main() -> None:
         if spec["part"] == "loss":
             out = loss_child(spec["impl"], spec["plw"], spec["chunk"], spec["steps"])
         else:
-            out = step_child(spec["impl"], spec["plw"], spec["rows"], spec["max_length"], spec["steps"])
+            keys = ("mode", "impls", "plw", "rows", "max_length", "steps", "lora")
+            out = step_child(*(spec[k] for k in keys))
         print(json.dumps(out))
         return
     if args.chunk is None:
