@@ -222,7 +222,7 @@ def child(a) -> dict:
             result["bins"] = trainer.packing_stats["train"].bins
         result["dataset_tokens"] = sum(len(r["input_ids"]) for r in rows)
     if a.child == "trl":
-        result["first_loss_plw"] = plw_loss_of_trl_batch(trainer)
+        result["first_loss_plw"], result["first_loss_trl_direct"] = plw_loss_of_trl_batch(trainer)
     counter = CountingCollator(trainer.data_collator)
     trainer.data_collator = counter
     t = time.perf_counter()
@@ -241,8 +241,9 @@ def child(a) -> dict:
 _TRL_FIRST: dict = {}
 
 
-def plw_loss_of_trl_batch(trainer) -> float:
-    """plw's loss at plw=0 on TRL's first packed batch, untrained model, same autocast as training."""
+def plw_loss_of_trl_batch(trainer) -> tuple[float, float]:
+    """plw's loss at plw=0 and TRL's own ``compute_loss`` on TRL's first packed batch: untrained model, bf16
+    autocast as in training, unrounded (the Trainer logs losses rounded to 4 decimals)."""
     import torch
 
     from plw.loss import weighted_nll_sum
@@ -258,7 +259,9 @@ def plw_loss_of_trl_batch(trainer) -> float:
             input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
         ).logits
     total, weight = weighted_nll_sum(logits, batch["input_ids"], prompt, completion, 0.0, batch["position_ids"])
-    return float(total / weight)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        trl_loss = trainer.compute_loss(trainer.model, dict(batch))
+    return float(total / weight), float(trl_loss)
 
 
 def interleaved(a) -> dict:
@@ -368,8 +371,9 @@ def throughput(a) -> None:
         if kind != "trl":
             print(f"  {kind} plw {p:g}: {tps / trl_tps:.2f}x speed, {rss / trl_rss:.2f}x memory")
     print(
-        f"first-step loss: TRL logs {trl['first_loss']:.4f}; plw's loss (plw=0) on TRL's first batch "
-        f"{trl['first_loss_plw']:.4f}; difference {trl['first_loss_plw'] - trl['first_loss']:+.4f} "
+        f"first-step loss on TRL's first batch: TRL logs {trl['first_loss']:.4f} (rounded by the Trainer), TRL's "
+        f"compute_loss gives {trl['first_loss_trl_direct']:.6f}, plw's loss at plw=0 {trl['first_loss_plw']:.6f}: "
+        f"difference {trl['first_loss_plw'] - trl['first_loss_trl_direct']:+.1e} "
         f"(same batch: {trl['same_first_batch']}); TRL tokenized {trl['dataset_tokens']} tokens, plw "
         f"{results[0]['dataset_tokens']}"
     )
