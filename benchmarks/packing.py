@@ -217,6 +217,7 @@ def child(a) -> dict:
             max_length=a.max_length,
             loss_impl=a.loss_impl,
             callbacks=[clock.callback],
+            **({"loss_chunk_tokens": a.loss_chunk_tokens} if a.loss_chunk_tokens else {}),
         )
         if packed:
             result["bins"] = trainer.packing_stats["train"].bins
@@ -311,8 +312,10 @@ def interleaved(a) -> dict:
             args = TrainingArguments(**_common_args(a, out))
             trainer = plw.PLWTrainer(model=model, args=args, prompt_loss_weight=value, loss_impl=impl)
             variants[f"plw packed {impl}, plw {value:g}"] = (trainer, plw_batch)
+    if a.only:  # one variant, one forward + backward: its peak memory on this bin
+        variants = {a.only: variants[a.only]}
     times: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(a.rounds + 1):  # the first round warms up and is not counted
+    for _ in range(1 if a.only else a.rounds + 1):  # the first round warms up and is not counted
         for name, (trainer, batch) in variants.items():
             t = time.perf_counter()
             with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -320,14 +323,18 @@ def interleaved(a) -> dict:
             loss.backward()
             model.zero_grad(set_to_none=True)
             times[name].append(time.perf_counter() - t)
-    return {"tokens": int(trl_batch["input_ids"].numel()), "times": {k: v[1:] for k, v in times.items()}}
+    return {
+        "tokens": int(trl_batch["input_ids"].numel()),
+        "times": {k: v[1:] for k, v in times.items()},
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+    }
 
 
-def run_child(kind: str, plw_value: float, a) -> dict:
-    cmd = [sys.executable, __file__, "--child", kind, "--plw-value", str(plw_value)]
+def run_child(kind: str, plw_value: float, a, only: str = "") -> dict:
+    cmd = [sys.executable, __file__, "--child", kind, "--plw-value", str(plw_value), "--only", only]
     cmd += ["--steps", str(a.steps), "--train-rows", str(a.train_rows), "--max-length", str(a.max_length)]
     cmd += ["--padded-batch", str(a.padded_batch), "--loss-impl", a.loss_impl, "--rounds", str(a.rounds)]
-    cmd += ["--plw", *map(str, a.plw), "--threads", str(a.threads)]
+    cmd += ["--plw", *map(str, a.plw), "--threads", str(a.threads), "--loss-chunk-tokens", str(a.loss_chunk_tokens)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"{kind} failed:\n{proc.stderr[-3000:]}")
@@ -392,6 +399,11 @@ def report_interleaved(a) -> None:
     for name, m in med.items():
         rounds = " ".join(f"{t:.1f}" for t in r["times"][name])
         print(f"{name:<34}{m:>9.2f}{r['tokens'] / m:>10.0f}{base / m:>13.2f}x   {rounds}")
+    peaks = {name: run_child("interleaved", 0.0, a, only=name)["peak_rss_gb"] for name in list(med)[:2]}
+    print(
+        "peak RSS of one forward + backward of that same batch, each in its own process (no optimizer state): "
+        + ", ".join(f"{name} {gb:.2f} GB" for name, gb in peaks.items())
+    )
 
 
 def main() -> None:
@@ -402,12 +414,14 @@ def main() -> None:
     p.add_argument("--padded-batch", type=int, default=2, help="rows per step of plw padded (default 2)")
     p.add_argument("--plw", type=float, nargs="+", default=[0.0, 1.0], help="plw values for plw packed")
     p.add_argument("--loss-impl", default="chunked", choices=["chunked", "plain"], help="plw's loss path")
+    p.add_argument("--loss-chunk-tokens", type=int, default=0, help="plw's loss_chunk_tokens (default: PLWTrainer's)")
     p.add_argument("--rounds", type=int, default=3, help="rounds of the interleaved comparison (default 3)")
     p.add_argument("--threads", type=int, default=0, help="torch threads per run (default: torch's choice)")
     p.add_argument("--no-throughput", action="store_true", help="only the batch-fill comparison")
     p.add_argument("--no-efficiency", action="store_true", help="only the throughput comparison")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--plw-value", type=float, default=0.0, help=argparse.SUPPRESS)
+    p.add_argument("--only", default="", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
         if a.threads:
