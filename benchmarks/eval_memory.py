@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -103,7 +104,7 @@ def child(approach: str, n: int) -> None:
     torch.set_num_threads(2)
     rows = _rows(n)
     args = TrainingArguments(
-        output_dir="/tmp/plw-eval-memory",
+        output_dir=tempfile.mkdtemp(prefix="plw-eval-memory-"),
         per_device_eval_batch_size=8,
         report_to=[],
         use_cpu=True,
