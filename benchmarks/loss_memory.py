@@ -251,8 +251,9 @@ def part_step(args: argparse.Namespace) -> None:
     for p, timed, peaks in rows:
         tp, tc = timed["times"]["plain"], timed["times"]["chunked"]
         saving = statistics.median(1 - c / q for q, c in zip(tp, tc, strict=True))
+        verdict = f"{100 * saving:.0f}% faster" if saving >= 0 else f"{-100 * saving:.0f}% slower"
         print(
-            f"| {p:g} | {statistics.median(tp):.2f} | {statistics.median(tc):.2f} | {100 * saving:.0f}% faster | "
+            f"| {p:g} | {statistics.median(tp):.2f} | {statistics.median(tc):.2f} | {verdict} | "
             f"{peaks['plain']:,.0f} MB | {peaks['chunked']:,.0f} MB |"
         )
     print(f"\nchunked path: {first['paths']['chunked']}")
