@@ -43,6 +43,13 @@ def make_tiny_model(vocab_size: int, seed: int = 0, tie: bool = True, layers: in
     return model
 
 
+def save_tiny_model(folder, tokenizer, seed: int = 0):
+    """Write a tiny random model and the tokenizer into ``folder``: a local model path for `plw train`."""
+    make_tiny_model(len(tokenizer), seed=seed).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture
 def tiny_model(tokenizer):
     return make_tiny_model(len(tokenizer))

@@ -9,7 +9,7 @@ import yaml
 
 from plw.cli import main
 from plw.data.synthetic import make_synthetic_mcqa
-from tests.conftest import make_tiny_model
+from tests.conftest import save_tiny_model
 
 EVAL_KEYS = {
     "eval_prompt_loss",
@@ -25,8 +25,7 @@ EVAL_KEYS = {
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory, tokenizer):
     folder = tmp_path_factory.mktemp("tiny-model")
-    make_tiny_model(len(tokenizer)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    save_tiny_model(folder, tokenizer)
     return folder
 
 

@@ -339,11 +339,10 @@ def test_plw_train_under_accelerate_launch(tmp_path, tokenizer):
     """The unchanged CLI on 2 processes: one run folder written once, every eval over each row exactly once."""
     import yaml
 
-    from tests.conftest import make_tiny_model
+    from tests.conftest import save_tiny_model
 
     model_dir = tmp_path / "model"
-    make_tiny_model(len(tokenizer)).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    save_tiny_model(model_dir, tokenizer)
     records = [{"prompt": r["prompt"], "completion": r["completion"]} for r in make_synthetic_mcqa(13, people=4)]
     for name, part in (("train", records[:8]), ("valid", records[8:])):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))

@@ -26,7 +26,7 @@ from plw.data.packing import (
     padding_share,
 )
 from plw.data.synthetic import make_synthetic_mcqa
-from tests.conftest import make_tiny_model
+from tests.conftest import make_tiny_model, save_tiny_model
 
 # ---- bins ----------------------------------------------------------------------------------------------------------
 
@@ -341,8 +341,7 @@ def test_plw_train_with_packing_logs_the_packing(tmp_path, tokenizer, capsys):
     from plw.cli import main
 
     model_dir = tmp_path / "tiny-model"
-    make_tiny_model(len(tokenizer)).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    save_tiny_model(model_dir, tokenizer)
     records = [
         {"prompt": r["prompt"], "completion": r["completion"]} for r in make_synthetic_mcqa(10, seed=0, people=4)
     ]
@@ -387,9 +386,9 @@ def test_group_by_length_reaches_the_training_arguments(tmp_path):
     from plw.config import from_dict
     from plw.runner import training_arguments
 
-    padded = training_arguments(from_dict({"train_data": "x.jsonl", "group_by_length": True}), tmp_path, 10)
+    padded = training_arguments(from_dict({"train_data": "x.jsonl", "group_by_length": True}), tmp_path)
     assert padded.train_sampling_strategy == "group_by_length"
-    assert training_arguments(from_dict({"train_data": "x.jsonl"}), tmp_path, 10).train_sampling_strategy == "random"
+    assert training_arguments(from_dict({"train_data": "x.jsonl"}), tmp_path).train_sampling_strategy == "random"
 
 
 def test_repeated_bins_of_the_last_distributed_eval_batch_carry_no_weight(tokenizer, tiny_model, tmp_path):

@@ -15,7 +15,7 @@ import yaml
 
 import plw.trainer
 from plw.cli import main
-from tests.conftest import make_tiny_model
+from tests.conftest import save_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,8 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def setup(tmp_path_factory, tokenizer):
     root = tmp_path_factory.mktemp("robust")
     model_dir = root / "model"
-    make_tiny_model(len(tokenizer), seed=7).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    save_tiny_model(model_dir, tokenizer, seed=7)
     config = root / "run.yaml"
     config.write_text(
         yaml.safe_dump(

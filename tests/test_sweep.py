@@ -8,15 +8,14 @@ import pytest
 import yaml
 
 from plw.cli import main
-from tests.conftest import make_tiny_model
+from tests.conftest import save_tiny_model
 
 
 @pytest.fixture(scope="module")
 def sweep_setup(tmp_path_factory, tokenizer):
     root = tmp_path_factory.mktemp("sweep")
     model_dir = root / "model"
-    make_tiny_model(len(tokenizer), seed=4).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    save_tiny_model(model_dir, tokenizer, seed=4)
     config = root / "sweep.yaml"
     config.write_text(
         yaml.safe_dump(

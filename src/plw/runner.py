@@ -85,7 +85,7 @@ class MetricsJsonlCallback:
         append_jsonl(self.path, line)
 
 
-def training_arguments(config: RunConfig, run_dir: Path, n_train_rows: int) -> Any:
+def training_arguments(config: RunConfig, run_dir: Path) -> Any:
     from transformers import TrainingArguments
 
     use_cpu = config.device == "cpu" or (config.device == "auto" and not _cuda_available())
@@ -222,7 +222,7 @@ def train_run(config: RunConfig, progress: bool = True, resume: bool = False, ov
     model = load_model(config.model, attn_implementation=config.attn_implementation)
     if config.lora:
         model = apply_lora(model, config.lora)
-    args = training_arguments(config, run_dir, len(train_rows))
+    args = training_arguments(config, run_dir)
     args.disable_tqdm = not progress
     if eval_rows is None:
         args.eval_strategy = "no"
