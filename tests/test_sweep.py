@@ -10,6 +10,8 @@ import yaml
 from plw.cli import main
 from tests.conftest import save_tiny_model
 
+PLW_ARG = "1,0,1->0:linear"  # two constants and a schedule
+
 
 @pytest.fixture(scope="module")
 def sweep_setup(tmp_path_factory, tokenizer):
@@ -35,7 +37,7 @@ def sweep_setup(tmp_path_factory, tokenizer):
             }
         )
     )
-    assert main(["sweep", str(config), "--plw", "1,0", "--no-progress"]) == 0
+    assert main(["sweep", str(config), "--plw", PLW_ARG, "--no-progress"]) == 0
     return root / "runs" / "tiny-sweep", config
 
 
@@ -66,28 +68,33 @@ def test_sweep_writes_runs_figures_and_report(sweep_setup):
         for line in report.splitlines()
         if line.startswith("| ") and not line.startswith("| PLW")
     }
-    assert set(table) == {"1", "0"}  # --plw on the command line wins over plw_values
-    for value, label in ((1.0, "1"), (0.0, "0")):
-        run = sweep_dir / f"plw={label}"
+    assert set(table) == {"1", "0", "1→0 linear"}  # --plw on the command line wins over plw_values
+    # A schedule records the weight of the objective at each evaluation: 1 - step / 4 over the 4 steps.
+    for plws, label, folder in (
+        ([1.0] * 5, "1", "1"),
+        ([0.0] * 5, "0", "0"),
+        ([1.0, 0.75, 0.5, 0.25, 0.0], "1→0 linear", "1to0-linear"),
+    ):
+        run = sweep_dir / f"plw={folder}"
         lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
         assert [x["step"] for x in lines] == [0, 1, 2, 3, 4]
-        assert all(x["plw"] == value for x in lines)
+        assert [x["plw"] for x in lines] == pytest.approx(plws)
         assert json.loads((run / "state.json").read_text())["status"] == "finished"
         assert (run / "plots" / "losses.png").stat().st_size > 10_000
         assert table[label] == expected_row(lines)
     for figure in ("sweep_curves.png", "sweep_best.png"):
         assert (sweep_dir / "plots" / figure).stat().st_size > 10_000
         assert f"plots/{figure}" in report
-    assert "plw sweep" in report and "--plw 1,0" in report
+    assert "plw sweep" in report and "--plw '1,0,1->0:linear'" in report
     assert "Rg arithmetic mean" in report
 
 
 def test_restarting_a_finished_sweep_reruns_nothing(sweep_setup, capsys):
     sweep_dir, config = sweep_setup
     before = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("plw=*/metrics.jsonl")}
-    assert main(["sweep", str(config), "--plw", "1,0", "--no-progress"]) == 0
+    assert main(["sweep", str(config), "--plw", PLW_ARG, "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert out.count("already finished, skipped") == 2
+    assert out.count("already finished, skipped") == 3
     assert before == {p: p.stat().st_mtime_ns for p in sweep_dir.glob("plw=*/metrics.jsonl")}
 
 
@@ -95,7 +102,7 @@ def test_plot_command_redraws(sweep_setup, capsys):
     sweep_dir, _ = sweep_setup
     assert main(["plot", str(sweep_dir / "plw=1"), str(sweep_dir)]) == 0
     assert "losses.png" in capsys.readouterr().out
-    assert "--plw 1,0" in (sweep_dir / "report.md").read_text()  # the command survives a redraw
+    assert "--plw '1,0,1->0:linear'" in (sweep_dir / "report.md").read_text()  # the command survives a redraw
     assert main(["plot", str(sweep_dir / "nothing-here")]) == 2
 
 
@@ -104,6 +111,16 @@ def test_bad_plw_list():
     from plw.sweep import parse_plw_values
 
     assert parse_plw_values("1, 0.5,0") == [1.0, 0.5, 0.0]
-    for bad, msg in (("1,2", r"in \[0, 1\]"), ("a", "not a number"), ("0.1,0.1", "repeated"), ("", "at least one")):
+    assert parse_plw_values("0.1, 1->0, 1->0.1:cosine") == [0.1, "1->0:linear", "1->0.1:cosine"]
+    bad_values = (
+        ("1,2", r"in \[0, 1\]"),
+        ("a", "not a number"),
+        ("0.1,0.1", "repeated"),
+        ("1->0,1->0:linear", "repeated"),
+        ("1->2", r"in \[0, 1\]"),
+        ("1->0:wobbly", "shape"),
+        ("", "at least one"),
+    )
+    for bad, msg in bad_values:
         with pytest.raises((ConfigError, ValueError), match=msg):
             parse_plw_values(bad)

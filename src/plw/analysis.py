@@ -39,10 +39,12 @@ class Run:
 
 
 def format_plw(value: Any) -> str:
-    """``0.1`` -> ``"0.1"``, ``1.0`` -> ``"1"``; non-numbers (schedules) as they are."""
+    """``0.1`` -> ``"0.1"``, ``1.0`` -> ``"1"``; schedules by their label (``"1→0 linear"``)."""
     if isinstance(value, (int, float)):
         return f"{float(value):g}"
-    return str(value)
+    from .schedule import plw_label
+
+    return plw_label(value)
 
 
 def load_run(path: str | Path) -> Run:

@@ -354,7 +354,7 @@ def chunked_weighted_nll_sum(
     input_ids: torch.Tensor,
     prompt_mask: torch.Tensor,
     completion_mask: torch.Tensor,
-    plw: float,
+    plw: float | torch.Tensor,
     position_ids: torch.Tensor | None = None,
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
     backend: str = "auto",

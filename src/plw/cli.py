@@ -109,7 +109,7 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
     _config_args(p)
     p.add_argument(
         "--plw",
-        help="comma-separated prompt-loss-weights, e.g. 1,0.5,0.2,0.1,0.01,0 "
+        help="comma-separated prompt-loss-weights or schedules, e.g. 1,0.5,0.2,0.1,0.01,0 or '1,0,1->0:linear' "
         "(default: plw_values from the config, else 1,0.1,0)",
     )
 

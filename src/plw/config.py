@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from .loss import check_plw
+from .roles import parse_role_weights
+from .schedule import parse_plw
 
 
 class ConfigError(ValueError):
@@ -51,8 +52,15 @@ class RunConfig:
     max_length: int = _f(512, "maximum tokens per row")
     truncation: str = _f("drop", "drop | truncate_prompt_left: what to do with rows longer than max_length")
     answer_choices: list | None = _f(None, "answer strings for choice accuracy, e.g. [A, B, C, D]; auto for MCQA")
-    prompt_loss_weight: float = _f(1.0, "weight of prompt tokens in [0, 1] (completion tokens weigh 1)")
-    plw_values: list | None = _f(None, "values `plw sweep` trains, e.g. [1, 0.1, 0] (overridden by --plw)")
+    prompt_loss_weight: float | str | dict = _f(
+        1.0, "weight of prompt tokens in [0, 1] (completion tokens weigh 1), or a schedule: '1->0:linear' or a mapping"
+    )
+    plw_values: list | None = _f(
+        None, "values `plw sweep` trains, e.g. [1, 0.1, 0, '1->0:linear'] (overridden by --plw)"
+    )
+    role_weights: dict | None = _f(
+        None, "messages data: prompt weight per role {system, user, assistant, tool}, times plw (see plw.roles)"
+    )
     lora: dict | None = _f(
         None, "LoRA settings {r, alpha, dropout, target_modules}; null for full fine-tuning", keys=LORA_KEYS
     )
@@ -97,9 +105,14 @@ class RunConfig:
     def validate(self) -> RunConfig:
         """Check values and relations between them; raise :class:`ConfigError` naming the key."""
         try:
-            self.prompt_loss_weight = check_plw(self.prompt_loss_weight)
+            self.prompt_loss_weight = parse_plw(self.prompt_loss_weight).to_config()
         except ValueError as err:
             raise ConfigError(str(err)) from None
+        if self.role_weights is not None:
+            try:
+                self.role_weights = parse_role_weights(self.role_weights).to_config()
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
         if self.train_data is None:
             raise ConfigError("train_data: required (a JSONL path or a data spec)")
         _choice("template", self.template, ("auto", "chat", "plain"))
@@ -135,11 +148,16 @@ class RunConfig:
         if self.plw_values is not None:
             if not self.plw_values:
                 raise ConfigError("plw_values: give at least one value")
+            values = []
             for value in self.plw_values:
                 try:
-                    check_plw(value, "plw_values")
+                    values.append(parse_plw(value, "plw_values").to_config())
                 except ValueError as err:
                     raise ConfigError(str(err)) from None
+            labels = [parse_plw(v).slug() for v in values]
+            if len(set(labels)) != len(labels):
+                raise ConfigError(f"plw_values: repeated values in {self.plw_values!r}")
+            self.plw_values = values
         if self.early_stopping_patience is not None:
             if self.early_stopping_patience < 1:
                 raise ConfigError("early_stopping_patience: must be >= 1 or null")

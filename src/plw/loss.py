@@ -1,7 +1,7 @@
 """The prompt-loss-weighted causal-LM loss, as plain functions.
 
 Every target token ``t`` (predicted from the tokens before it) carries the weight ``w_t = plw * prompt_mask_t +
-completion_mask_t``. The loss of an optimizer step is ``sum(w * nll) / sum(w)`` where both sums run over every
+completion_mask_t`` (with role weights, ``plw * role_weight_t`` on prompt tokens: :mod:`plw.roles`). The loss of an optimizer step is ``sum(w * nll) / sum(w)`` where both sums run over every
 micro-batch of gradient accumulation and every data-parallel rank. So the functions here return *sums*; the
 division by the step-level normaliser happens once (``PLWTrainer`` passes it as ``num_items_in_batch``).
 
@@ -31,15 +31,20 @@ def check_plw(plw: Any, name: str = "prompt_loss_weight") -> float:
 def target_weights(
     prompt_mask: torch.Tensor,
     completion_mask: torch.Tensor,
-    plw: float,
+    plw: float | torch.Tensor,
     position_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Weights of the *targets* ``input_ids[:, 1:]``: shape ``[B, N-1]``, float32.
 
-    With ``position_ids`` (packed rows), a token that starts a row (position 0) is never a target: it would be
-    predicted from the previous row's last token.
+    ``plw`` is a number, or a ``[B, N]`` tensor of per-token prompt weights (``plw`` times a role weight, see
+    :mod:`plw.roles`) aligned with the tokens. With ``position_ids`` (packed rows), a token that starts a row
+    (position 0) is never a target: it would be predicted from the previous row's last token.
     """
-    w = plw * prompt_mask[:, 1:].float() + completion_mask[:, 1:].float()
+    if torch.is_tensor(plw):
+        prompt = plw[:, 1:].to(prompt_mask.device, torch.float32) * prompt_mask[:, 1:].float()
+    else:
+        prompt = plw * prompt_mask[:, 1:].float()
+    w = prompt + completion_mask[:, 1:].float()
     if position_ids is not None:
         w = w * (position_ids[:, 1:] != 0).float()
     return w
@@ -58,7 +63,7 @@ def weighted_nll_sum(
     input_ids: torch.Tensor,
     prompt_mask: torch.Tensor,
     completion_mask: torch.Tensor,
-    plw: float,
+    plw: float | torch.Tensor,
     position_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(sum(w * nll), sum(w))`` over the targets of one micro-batch."""

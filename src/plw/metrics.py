@@ -14,7 +14,10 @@ Metrics (names without the ``eval_`` prefix the Trainer adds):
 * ``accuracy`` / ``choice_accuracy`` (when answer choice token ids are given): over the rows whose first
   completion token is one of the choices, the share where the gold token is the arg-max over the whole
   vocabulary / over the choice tokens only;
-* ``prompt_tokens``, ``completion_tokens``, ``rows``, ``answer_rows``: the counts behind them.
+* ``prompt_tokens``, ``completion_tokens``, ``rows``, ``answer_rows``: the counts behind them;
+* for conversations (batches with ``role_ids``): ``system_loss``, ``user_loss``, ``assistant_loss``, ``tool_loss``,
+  the mean NLL over the targets of each role's turns (the completion counts as ``assistant``), and
+  ``{role}_tokens``. With ``role_weight``, ``weighted_loss`` uses ``plw * role_weight`` on prompt tokens.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from .data.messages import ROLES
 from .loss import target_weights
 
 _SUMS = (
@@ -38,6 +42,7 @@ _SUMS = (
     "answer_rows",
     "answer_correct",
     "choice_correct",
+    *(f"{role}_{part}" for role in ROLES for part in ("nll", "tokens")),
 )
 
 
@@ -75,9 +80,20 @@ class StreamingMetrics:
         prompt_mask: torch.Tensor,
         completion_mask: torch.Tensor,
         position_ids: torch.Tensor | None = None,
+        role_ids: torch.Tensor | None = None,
+        role_weight: torch.Tensor | None = None,
     ) -> None:
         """Add one batch; ``logits`` is ``[B, N, V]`` aligned with ``input_ids`` ``[B, N]``."""
-        self._update(lambda b, t: logits[b, t], logits.device, input_ids, prompt_mask, completion_mask, position_ids)
+        self._update(
+            lambda b, t: logits[b, t],
+            logits.device,
+            input_ids,
+            prompt_mask,
+            completion_mask,
+            position_ids,
+            role_ids,
+            role_weight,
+        )
 
     @torch.no_grad()
     def update_from_hidden(
@@ -88,6 +104,8 @@ class StreamingMetrics:
         prompt_mask: torch.Tensor,
         completion_mask: torch.Tensor,
         position_ids: torch.Tensor | None = None,
+        role_ids: torch.Tensor | None = None,
+        role_weight: torch.Tensor | None = None,
     ) -> None:
         """Add one batch from the final hidden states ``[B, N, H]`` and the output projection ``head``.
 
@@ -95,7 +113,14 @@ class StreamingMetrics:
         projected at once (see :class:`plw.chunked_loss.FinalHiddenCapture` for getting ``hidden``).
         """
         self._update(
-            lambda b, t: head(hidden[b, t]), hidden.device, input_ids, prompt_mask, completion_mask, position_ids
+            lambda b, t: head(hidden[b, t]),
+            hidden.device,
+            input_ids,
+            prompt_mask,
+            completion_mask,
+            position_ids,
+            role_ids,
+            role_weight,
         )
 
     def _update(
@@ -106,6 +131,8 @@ class StreamingMetrics:
         prompt_mask: torch.Tensor,
         completion_mask: torch.Tensor,
         position_ids: torch.Tensor | None,
+        role_ids: torch.Tensor | None = None,
+        role_weight: torch.Tensor | None = None,
     ) -> None:
         """Shared body: ``logits_at(b_idx, t_idx)`` gives the ``[C, V]`` logits that predict ``input_ids[b, t+1]``."""
         self._init(device)
@@ -115,7 +142,8 @@ class StreamingMetrics:
         starts = (position_ids[:, 1:] != 0) if position_ids is not None else torch.ones_like(input_ids[:, 1:]).bool()
         p_mask = prompt_mask[:, 1:].bool() & starts
         c_mask = completion_mask[:, 1:].bool() & starts
-        weights = target_weights(prompt_mask, completion_mask, self.plw, position_ids)
+        plw = self.plw if role_weight is None else self.plw * role_weight.to(device).float()
+        weights = target_weights(prompt_mask, completion_mask, plw, position_ids)
         # Only the positions that are targets of some kind are turned into log-probabilities, in chunks.
         b_idx, t_idx = torch.nonzero(p_mask | c_mask, as_tuple=True)
         targets = input_ids[:, 1:][b_idx, t_idx]
@@ -141,6 +169,12 @@ class StreamingMetrics:
         s["weighted_nll"] += (w * nll).sum().double()
         s["weight"] += w.sum().double()
         s["completion_correct"] += ((pred == targets) & is_c).sum()
+        if role_ids is not None:
+            target_roles = role_ids.to(device)[:, 1:][b_idx, t_idx]
+            for r, role in enumerate(ROLES):
+                of_role = target_roles == r
+                s[f"{role}_nll"] += nll[of_role].sum().double()
+                s[f"{role}_tokens"] += of_role.sum()
         first = answer_positions(completion_mask)[:, 1:] & starts
         s["rows"] += first.sum()
         if choices is not None:
@@ -179,6 +213,10 @@ class StreamingMetrics:
             ratio("accuracy", s["answer_correct"], s["answer_rows"])
             ratio("choice_accuracy", s["choice_correct"], s["answer_rows"])
             out["answer_rows"] = s["answer_rows"]
+        for role in ROLES:
+            if s[f"{role}_tokens"] > 0:
+                out[f"{role}_loss"] = s[f"{role}_nll"] / s[f"{role}_tokens"]
+                out[f"{role}_tokens"] = s[f"{role}_tokens"]
         out["prompt_tokens"] = s["prompt_tokens"]
         out["completion_tokens"] = s["completion_tokens"]
         out["rows"] = s["rows"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -151,20 +152,30 @@ def plot_run(run, path: str | Path) -> Path:
     return _save(fig, path)
 
 
+SCHEDULE_COLOURS = ("tab:red", "tab:orange", "tab:pink", "tab:brown", "tab:gray")
+
+
 def _colours(runs: list) -> list:
-    """One colour per run on a fixed scale: PLW 1 dark, PLW 0 light (viridis), schedules in grey tones."""
+    """One colour per run: constant PLWs on a fixed scale (PLW 1 dark, PLW 0 light, viridis), schedules in warm
+    colours outside that scale (drawn dashed)."""
     from matplotlib import colormaps
 
     cmap = colormaps["viridis"]
     numeric = sorted({float(r.plw) for r in runs if isinstance(r.plw, (int, float))}, reverse=True)
     out = []
+    schedules = 0
     for r in runs:
         if isinstance(r.plw, (int, float)):
             i = numeric.index(float(r.plw))
             out.append(cmap(0.9 * i / max(len(numeric) - 1, 1)))
         else:
-            out.append("tab:gray")
+            out.append(SCHEDULE_COLOURS[schedules % len(SCHEDULE_COLOURS)])
+            schedules += 1
     return out
+
+
+def _style(run: Any) -> str:
+    return "-" if isinstance(run.plw, (int, float)) else "--"
 
 
 def plot_sweep_curves(runs: list, path: str | Path) -> Path:
@@ -176,10 +187,10 @@ def plot_sweep_curves(runs: list, path: str | Path) -> Path:
     acc = accuracy_key([line for r in runs for line in r.lines])
     for run, colour in zip(runs, _colours(runs), strict=True):
         xs, ys = series(run.lines, "eval_completion_loss")
-        left.plot(xs, ys, marker="o", markersize=3, color=colour, label=run.label)
+        left.plot(xs, ys, _style(run), marker="o", markersize=3, color=colour, label=run.label)
         if acc:
             xs, ys = series(run.lines, acc)
-            right.plot(xs, ys, marker="s", markersize=3, color=colour, label=run.label)
+            right.plot(xs, ys, _style(run), marker="s", markersize=3, color=colour, label=run.label)
     left.set_title("validation completion loss", fontsize=10)
     left.set_xlabel("epoch")
     left.set_ylabel("mean NLL per completion token")
@@ -192,17 +203,27 @@ def plot_sweep_curves(runs: list, path: str | Path) -> Path:
 def plot_sweep_best(rows: list[dict], path: str | Path) -> Path:
     """Per sweep: best accuracy (left axis) and the epoch it was reached (right axis) against PLW.
 
-    The x-axis is symmetric-log with a linear region below 0.01, so 0, 0.01, 0.1 and 1 are all visible.
+    The x-axis is symmetric-log with a linear region below 0.01, so 0, 0.01, 0.1 and 1 are all visible. Schedules
+    have no place on that axis: each is a dashed horizontal line at its best accuracy, labelled in the legend.
     """
     numeric = [r for r in rows if isinstance(r["plw"], (int, float)) and r["best_accuracy"] is not None]
+    schedules = [r for r in rows if not isinstance(r["plw"], (int, float)) and r["best_accuracy"] is not None]
     fig = _figure((6.4, 4.2))
     ax = fig.subplots()
-    if not numeric:
+    for r, colour in zip(schedules, SCHEDULE_COLOURS * len(schedules), strict=False):
+        ax.axhline(
+            r["best_accuracy"],
+            linestyle="--",
+            color=colour,
+            label=f"PLW {r['label']}: best {100 * r['best_accuracy']:.1f}% at epoch {r['best_accuracy_epoch']:.2f}",
+        )
+    if not numeric and not schedules:
         ax.text(0.5, 0.5, "no accuracy recorded", ha="center", va="center", transform=ax.transAxes)
         return _save(fig, path)
     numeric = sorted(numeric, key=lambda r: float(r["plw"]))
-    xs = [float(r["plw"]) for r in numeric]
-    ax.plot(xs, [r["best_accuracy"] for r in numeric], marker="o", color=ACCURACY_COLOUR, label="best accuracy")
+    xs = [float(r["plw"]) for r in numeric] or [0.0, 1.0]
+    if numeric:
+        ax.plot(xs, [r["best_accuracy"] for r in numeric], marker="o", color=ACCURACY_COLOUR, label="best accuracy")
     ax.set_xscale("symlog", linthresh=0.01)
     ax.set_xticks(sorted(set(xs)))
     ax.set_xticklabels([f"{x:g}" for x in sorted(set(xs))])
@@ -211,7 +232,7 @@ def plot_sweep_best(rows: list[dict], path: str | Path) -> Path:
     ax.tick_params(axis="y", colors=ACCURACY_COLOUR)
     ax2 = ax.twinx()
     ax2.plot(
-        xs,
+        xs[: len(numeric)],
         [r["best_accuracy_epoch"] for r in numeric],
         marker="D",
         linestyle="--",

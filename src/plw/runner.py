@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,16 +51,44 @@ def prepare_rows(config: RunConfig, tokenizer: Any, which: str) -> tuple[list[di
     )
     if not rows:
         raise ConfigError(f"{which}_data: no rows left after encoding ({report.summary()})")
+    apply_role_weights(rows, config.role_weights, which)
     info = {"source": loaded.description, "records_available": len(loaded.records), **report.as_dict()}
     info["load"] = loaded.report.as_dict()  # what the loader read, kept and dropped (with reasons)
     info["rg"] = rg_summary(rows)
     return rows, info, loaded.answer_choices
 
 
-class MetricsJsonlCallback:
-    """Writes one ``metrics.jsonl`` line per evaluation: step, epoch, plw, the last training loss, every eval_*."""
+def apply_role_weights(rows: list[dict], role_weights: dict | None, which: str = "train") -> None:
+    """Give conversation rows their ``role_weight`` column (:mod:`plw.roles`); drop the encoder's ``turn_ids``.
 
-    def __init__(self, path: Path, plw: float):
+    Rows without ``role_ids`` (prompt/completion records) are left as they are; role weights on data without a
+    single conversation are a configuration error rather than silently ignored.
+    """
+    from .roles import parse_role_weights
+
+    weights = parse_role_weights(role_weights) if role_weights else None
+    conversations = 0
+    for row in rows:
+        turn_ids = row.pop("turn_ids", None)
+        if "role_ids" not in row:
+            continue
+        conversations += 1
+        if weights is not None:
+            row["role_weight"] = weights.token_weights(row["role_ids"], turn_ids, row["completion_mask"])
+    if weights is not None and conversations == 0:
+        raise ConfigError(f"role_weights: {which}_data has no messages records (role weights apply to conversations)")
+    if 0 < conversations < len(rows):
+        raise ConfigError(f"{which}_data: mixes messages records with prompt/completion records; use one format")
+
+
+class MetricsJsonlCallback:
+    """Writes one ``metrics.jsonl`` line per evaluation: step, epoch, plw, the last training loss, every eval_*.
+
+    ``plw`` is a number or a callable returning the PLW of the objective at the evaluation (for a schedule, its
+    value for the next optimizer step: 1 at step 0 of ``1->0:linear``, 0 after the last step).
+    """
+
+    def __init__(self, path: Path, plw: float | Callable[[], float]):
         from transformers import TrainerCallback
 
         self.path = Path(path)
@@ -79,7 +108,8 @@ class MetricsJsonlCallback:
         self.callback = _Callback()
 
     def write(self, state: Any, metrics: dict[str, Any]) -> None:
-        line = {"step": state.global_step, "epoch": round(float(state.epoch or 0.0), 6), "plw": self.plw}
+        plw = self.plw() if callable(self.plw) else self.plw
+        line = {"step": state.global_step, "epoch": round(float(state.epoch or 0.0), 6), "plw": plw}
         line["train_loss"] = self.train_loss
         line.update({k: v for k, v in metrics.items() if k.startswith("eval_") and isinstance(v, (int, float))})
         append_jsonl(self.path, line)
@@ -238,7 +268,7 @@ def train_run(config: RunConfig, progress: bool = True, resume: bool = False, ov
     elif main:
         metrics_path.unlink(missing_ok=True)  # a fresh start
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    logger = MetricsJsonlCallback(metrics_path, config.prompt_loss_weight)
+    logger = MetricsJsonlCallback(metrics_path, lambda: trainer.current_plw())
     # transformers 5 reads the TensorBoard folder from the environment only.
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tb")
     trainer = PLWTrainer(

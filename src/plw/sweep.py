@@ -13,39 +13,48 @@ from typing import Any
 
 import yaml
 
-from .analysis import format_plw
 from .config import ConfigError, RunConfig, dump_config
-from .loss import check_plw
 from .runio import atomic_write_json
+from .schedule import parse_plw
 
 DEFAULT_VALUES = (1.0, 0.1, 0.0)
 
 
-def parse_plw_values(text: str) -> list[float]:
-    """``"1,0.5,0"`` -> ``[1.0, 0.5, 0.0]``; every value must be in [0, 1] and appear once."""
-    values = []
+def parse_plw_values(text: str) -> list[float | str]:
+    """``"1,0.5,0,1->0:cosine"`` -> ``[1.0, 0.5, 0.0, "1->0:cosine"]``: numbers in [0, 1] or schedules
+    (:mod:`plw.schedule`), each once."""
+    values: list[Any] = []
     for part in text.split(","):
         part = part.strip()
         if not part:
             continue
         try:
-            value = float(part)
-        except ValueError:
-            raise ConfigError(f"--plw: {part!r} is not a number") from None
-        values.append(check_plw(value, "--plw value"))
+            values.append(parse_plw(part, "--plw value").to_config())
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     if not values:
         raise ConfigError("--plw: give at least one value, e.g. --plw 1,0.1,0")
-    if len(set(values)) != len(values):
+    slugs = [parse_plw(v).slug() for v in values]
+    if len(set(slugs)) != len(slugs):
         raise ConfigError(f"--plw: repeated values in {text!r}")
     return values
 
 
-def run_configs(config: RunConfig, values: list[float]) -> list[RunConfig]:
+def run_folder_name(value: Any) -> str:
+    """``plw=0.1`` for a constant, ``plw=1to0-linear`` for a schedule (no ``>`` or ``:`` in folder names)."""
+    return f"plw={parse_plw(value).slug()}"
+
+
+def run_configs(config: RunConfig, values: list[Any]) -> list[RunConfig]:
     """One config per value: same everything, ``name`` ``plw=VALUE`` inside the sweep folder."""
     sweep_dir = config.run_dir
     return [
         dataclasses.replace(
-            config, name=f"plw={format_plw(v)}", output_dir=str(sweep_dir), prompt_loss_weight=v, plw_values=None
+            config,
+            name=run_folder_name(v),
+            output_dir=str(sweep_dir),
+            prompt_loss_weight=parse_plw(v).to_config(),
+            plw_values=None,
         )
         for v in values
     ]
@@ -94,13 +103,13 @@ def run_sweep(
     return report
 
 
-def sweep_command(config_path: str | None, overrides: list[str], values: list[float] | None) -> str:
+def sweep_command(config_path: str | None, overrides: list[str], values: list[Any] | None) -> str:
     """The command line that reproduces a sweep (for the report)."""
     parts = ["plw sweep"]
     if config_path:
         parts.append(str(config_path))
     if values:
-        parts += ["--plw", ",".join(format_plw(v) for v in values)]
+        parts += ["--plw", _quote(",".join(f"{v:g}" if isinstance(v, (int, float)) else str(v) for v in values))]
     for item in overrides:
         parts += ["--set", _quote(item)]
     return " ".join(parts)

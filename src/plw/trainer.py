@@ -35,8 +35,9 @@ from .chunked_loss import (
 from .data.collate import PaddingCollator
 from .data.packing import PackedCollator, PackedDataset, PackingStats, check_packing_isolation
 from .distributed import real_rows_of_last_batch
-from .loss import check_plw, target_weights, weighted_nll_sum
+from .loss import target_weights, weighted_nll_sum
 from .metrics import StreamingMetrics
+from .schedule import PLWSchedule, parse_plw
 
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "position_ids")
 logger = logging.get_logger(__name__)
@@ -73,7 +74,10 @@ class PLWTrainer(Trainer):
 
     Args:
         prompt_loss_weight: weight of prompt tokens in [0, 1]; completion tokens weigh 1. The default 1.0 is the
-            ordinary causal-LM loss, as with ``Trainer``.
+            ordinary causal-LM loss, as with ``Trainer``. A schedule (``"1->0:linear"``, a mapping or a
+            :class:`~plw.schedule.PLWSchedule`) is evaluated at every optimizer step; ``self.prompt_loss_weight``
+            holds the current value and is logged as ``plw``. Rows with a ``role_weight`` column (conversations
+            with role weights, :mod:`plw.roles`) weigh their prompt tokens ``plw * role_weight``.
         answer_choices: for multiple-choice data, the answer strings (``["A", "B", "C", "D"]``; needs
             ``processing_class``) or their token ids; enables ``eval_accuracy`` and ``eval_choice_accuracy``.
         template: the template the rows were encoded with (to find the choice tokens).
@@ -105,7 +109,7 @@ class PLWTrainer(Trainer):
         eval_dataset: Any = None,
         processing_class: Any = None,
         *,
-        prompt_loss_weight: float = 1.0,
+        prompt_loss_weight: float | str | dict | PLWSchedule = 1.0,
         answer_choices: Sequence[str] | Sequence[int] | None = None,
         template: str = "auto",
         loss_impl: str = "chunked",
@@ -115,7 +119,11 @@ class PLWTrainer(Trainer):
         nonfinite: str = "stop",
         **kwargs: Any,
     ):
-        self.prompt_loss_weight = check_plw(prompt_loss_weight)
+        try:
+            self.plw_schedule = parse_plw(prompt_loss_weight)
+        except ValueError as err:
+            raise ValueError(str(err)) from None
+        self.prompt_loss_weight = self.plw_schedule.value(0, 0.0, 1, 1.0)
         if nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"nonfinite must be one of {', '.join(NONFINITE_POLICIES)}, got {nonfinite!r}")
         self.nonfinite = nonfinite
@@ -191,13 +199,43 @@ class PLWTrainer(Trainer):
 
     # ---- training ------------------------------------------------------------------------------------------------
 
+    def prompt_weights(self, inputs: dict[str, torch.Tensor]) -> float | torch.Tensor:
+        """The weight of each prompt token of a batch: the current PLW, times ``role_weight`` when the rows have it."""
+        role_weight = inputs.get("role_weight")
+        if role_weight is None:
+            return self.prompt_loss_weight
+        return self.prompt_loss_weight * role_weight.float()
+
+    def plw_at(self, step: int, epoch: float) -> float:
+        """The schedule's PLW at optimizer step ``step`` (0-based) starting at fractional epoch ``epoch``."""
+        if self.plw_schedule.is_constant:
+            return self.plw_schedule.start
+        return self.plw_schedule.value(
+            step, epoch, total_steps=self.state.max_steps, total_epochs=float(self.args.num_train_epochs)
+        )
+
+    def current_plw(self) -> float:
+        """The PLW of the objective at this point of training: the schedule's value for the next optimizer step
+        (what evaluations report and ``metrics.jsonl`` records); the last value used outside training."""
+        if self.plw_schedule.is_constant:
+            return self.plw_schedule.start
+        if not self.state.max_steps:
+            return self.prompt_loss_weight
+        return self.plw_at(self.state.global_step, float(self.state.epoch or 0.0))
+
     def step_weight(self, batches: Sequence[dict[str, torch.Tensor]]) -> torch.Tensor:
         """Sum of target weights over ``batches`` on this process (the local part of the step normaliser)."""
         total = torch.zeros((), dtype=torch.float64)
         for b in batches:
-            w = target_weights(b["prompt_mask"], b["completion_mask"], self.prompt_loss_weight, b.get("position_ids"))
+            w = target_weights(b["prompt_mask"], b["completion_mask"], self.prompt_weights(b), b.get("position_ids"))
             total += w.sum().double().cpu()
         return total
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        """Log the current PLW as ``plw`` next to the training loss (console, TensorBoard, W&B, ...)."""
+        if "loss" in logs:
+            logs = {**logs, "plw": self.prompt_loss_weight}
+        super().log(logs, *args, **kwargs)
 
     def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: torch.device) -> tuple[list, Any]:
         """Collect the micro-batches of one optimizer step and their summed weight across all processes."""
@@ -209,6 +247,8 @@ class PLWTrainer(Trainer):
                 break
         if not batch_samples:
             return batch_samples, None
+        # The PLW of this optimizer step: set before the normaliser and the loss of its micro-batches use it.
+        self.prompt_loss_weight = self.plw_at(self.state.global_step, float(self.state.epoch or 0.0))
         total = self.step_weight(batch_samples).to(device)
         if self.args.world_size > 1:
             total = self.accelerator.reduce(total, reduction="sum")
@@ -251,7 +291,7 @@ class PLWTrainer(Trainer):
 
         On the chunked path ``outputs.logits`` holds only the last position's logits.
         """
-        masks = (inputs["input_ids"], inputs["prompt_mask"], inputs["completion_mask"], self.prompt_loss_weight)
+        masks = (inputs["input_ids"], inputs["prompt_mask"], inputs["completion_mask"], self.prompt_weights(inputs))
         if self.loss_impl == "chunked":
             outputs, hidden, head = self._forward_hidden(model, inputs)
             total, weight = chunked_weighted_nll_sum(
@@ -345,20 +385,21 @@ class PLWTrainer(Trainer):
         model = self._eval_model()
         model.eval()
         self.callback_handler.eval_dataloader = dataloader
-        metrics = StreamingMetrics(self.prompt_loss_weight, self.choice_token_ids)
+        metrics = StreamingMetrics(self.current_plw(), self.choice_token_ids)
         for inputs in dataloader:
             inputs = self._drop_repeated_rows(self._prepare_inputs(inputs))
             batch = (inputs["input_ids"], inputs["prompt_mask"], inputs["completion_mask"], inputs.get("position_ids"))
+            roles = {"role_ids": inputs.get("role_ids"), "role_weight": inputs.get("role_weight")}
             with torch.no_grad(), self.compute_loss_context_manager():
                 if self.loss_impl == "chunked":
                     # Projected chunk by chunk under the same autocast as the forward, as the plain logits are.
                     outputs, hidden, head = self._forward_hidden(model, inputs)
-                    metrics.update_from_hidden(hidden, head, *batch)
+                    metrics.update_from_hidden(hidden, head, *batch, **roles)
                     del hidden
                 else:
                     outputs = self._forward(model, inputs)
             if self.loss_impl == "plain":
-                metrics.update(outputs.logits, *batch)
+                metrics.update(outputs.logits, *batch, **roles)
             del outputs
             self.control = self.callback_handler.on_prediction_step(self.args, self.state, self.control)
         metrics.reduce(lambda t: self.accelerator.reduce(t, reduction="sum"))

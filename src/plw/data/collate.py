@@ -9,14 +9,29 @@ from typing import Any
 import torch
 
 MASK_KEYS = ("input_ids", "attention_mask", "prompt_mask", "completion_mask")
+# Per-token columns that conversations carry (plw.data.messages, plw.roles): the fill value and dtype of each.
+OPTIONAL_KEYS: dict[str, tuple[float, torch.dtype]] = {
+    "role_ids": (-1, torch.long),
+    "role_weight": (1.0, torch.float32),
+}
+
+
+def optional_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The optional per-token columns a batch carries: those of its first row, which every row must then have."""
+    keys = [k for k in OPTIONAL_KEYS if k in rows[0]]
+    for i, r in enumerate(rows):
+        if [k for k in OPTIONAL_KEYS if k in r] != keys:
+            raise KeyError(f"row {i} does not carry the same optional columns {keys} as the first row of its batch")
+    return keys
 
 
 @dataclass
 class PaddingCollator:
     """Right-pad a list of rows to the longest one (optionally to a multiple of ``pad_to_multiple_of``).
 
-    Padding has ``attention_mask`` 0 and both segment masks 0, so it carries no weight. Keys other than the four
-    mask keys are dropped.
+    Padding has ``attention_mask`` 0 and both segment masks 0, so it carries no weight. The optional per-token
+    columns ``role_ids`` (padded with -1) and ``role_weight`` (float) are kept when the rows have them; other keys
+    are dropped.
     """
 
     pad_token_id: int = 0
@@ -38,5 +53,11 @@ class PaddingCollator:
             for i, r in enumerate(rows):
                 values = r[key]
                 out[i, : len(values)] = torch.as_tensor(values, dtype=torch.long)
+            batch[key] = out
+        for key in optional_keys(rows):
+            fill, dtype = OPTIONAL_KEYS[key]
+            out = torch.full((len(rows), length), fill, dtype=dtype)
+            for i, r in enumerate(rows):
+                out[i, : len(r[key])] = torch.as_tensor(r[key], dtype=dtype)
             batch[key] = out
         return batch

@@ -201,8 +201,11 @@ def encode_records(
         where = next(name_iter) if name_iter is not None else f"record {i}"
         report.read += 1
         try:
-            validate_record(record, where)
-            row = encode(tokenizer, record, max_length, truncation, template, separator)
+            if isinstance(record, dict) and "messages" in record:
+                row = _encode_conversation(tokenizer, record, max_length, truncation, template)
+            else:
+                validate_record(record, where)
+                row = encode(tokenizer, record, max_length, truncation, template, separator)
         except TooLongError:
             report.drop("too_long", where)
             continue
@@ -214,6 +217,20 @@ def encode_records(
         rows.append(row)
         report.kept += 1
     return rows, report
+
+
+def _encode_conversation(tokenizer: Any, record: dict, max_length: int | None, truncation: str, template: str) -> dict:
+    """A ``messages`` record through :func:`plw.data.messages.encode_messages` (chat templates only)."""
+    from .messages import encode_messages
+
+    if template == "plain":
+        raise RecordError("messages records need the chat template (template: auto or chat), not plain")
+    row = encode_messages(tokenizer, record["messages"])
+    if max_length is not None and len(row["input_ids"]) > max_length:
+        # Raises TooLongError under "drop" or when the completion alone does not fit.
+        row = encode_messages(tokenizer, record["messages"], max_length, truncation)
+        row["truncated_tokens"] = 1
+    return row
 
 
 def rg_of_row(row: dict[str, list[int]]) -> float:

@@ -12,8 +12,8 @@ prompt/completion split of DESIGN.md:
   ``system``: it is found by rendering the first turn once with and once without an explicit system turn.
 
 By default the last assistant turn is the completion and everything before it the prompt (``completion="last"``);
-``completion="all"`` makes every assistant turn completion. ``role_ids`` index :data:`ROLES`, so a later step can
-weight roles separately.
+``completion="all"`` makes every assistant turn completion. ``role_ids`` index :data:`ROLES` and ``turn_ids`` number
+the segments, so :mod:`plw.roles` can weight roles and turn positions separately.
 """
 
 from __future__ import annotations
@@ -114,8 +114,8 @@ def encode_messages(
     truncation: str = "drop",
     completion: str = "last",
 ) -> dict[str, list[int]]:
-    """Encode a conversation into ``input_ids``, ``attention_mask``, ``prompt_mask``, ``completion_mask`` and
-    ``role_ids`` (indices into :data:`ROLES`).
+    """Encode a conversation into ``input_ids``, ``attention_mask``, ``prompt_mask``, ``completion_mask``,
+    ``role_ids`` (indices into :data:`ROLES`) and ``turn_ids`` (index of each token's segment, in order).
 
     Each segment of :func:`render_segments` is tokenized on its own, so every token has exactly one role and
     decoding the tokens of a turn gives back its rendered text. ``max_length`` and ``truncation`` work as in
@@ -130,12 +130,14 @@ def encode_messages(
     segments = render_segments(tokenizer, messages)
     ids: list[int] = []
     roles: list[int] = []
+    turns: list[int] = []
     is_completion: list[int] = []
     last = len(segments) - 1
     for i, (role, text) in enumerate(segments):
         seg = list(tokenizer(text, add_special_tokens=False)["input_ids"])
         ids += seg
         roles += [ROLES.index(role)] * len(seg)
+        turns += [i] * len(seg)
         target = i == last if completion == "last" else role == "assistant"
         is_completion += [int(target)] * len(seg)
     if not any(is_completion):
@@ -145,11 +147,12 @@ def encode_messages(
         first_completion = is_completion.index(1)
         if truncation == "drop" or excess > first_completion - 1:
             raise TooLongError(f"{len(ids)} tokens > max_length {max_length} (truncation={truncation!r})")
-        ids, roles, is_completion = ids[excess:], roles[excess:], is_completion[excess:]
+        ids, roles, turns, is_completion = ids[excess:], roles[excess:], turns[excess:], is_completion[excess:]
     return {
         "input_ids": ids,
         "attention_mask": [1] * len(ids),
         "prompt_mask": [1 - c for c in is_completion],
         "completion_mask": is_completion,
         "role_ids": roles,
+        "turn_ids": turns,
     }

@@ -33,6 +33,8 @@ from typing import Any
 
 import torch
 
+from .collate import OPTIONAL_KEYS, optional_keys
+
 ROW_KEYS = ("input_ids", "prompt_mask", "completion_mask")
 
 
@@ -248,21 +250,24 @@ def padding_share(lengths: Sequence[int], batch_size: int, sort: bool = False) -
 # ---- dataset and collator -----------------------------------------------------------------------------------------
 
 
-def _as_rows(rows: Any) -> list[dict[str, list[int]]]:
+def _as_rows(rows: Any) -> list[dict[str, list]]:
+    """Rows as plain lists of their packed columns: the three masks plus any optional ``role_ids``/``role_weight``."""
     if hasattr(rows, "column_names"):  # datasets.Dataset: read the columns once, not row by row
         missing = [k for k in ROW_KEYS if k not in rows.column_names]
         if missing:
             raise KeyError(f"rows must carry {ROW_KEYS}; missing {missing} (encode them with plw.encode)")
-        columns = {k: rows[k] for k in ROW_KEYS}
-        return [{k: list(columns[k][i]) for k in ROW_KEYS} for i in range(len(rows))]
+        keys = [*ROW_KEYS, *(k for k in OPTIONAL_KEYS if k in rows.column_names)]
+        columns = {k: rows[k] for k in keys}
+        return [{k: list(columns[k][i]) for k in keys} for i in range(len(rows))]
     out = []
     for i, r in enumerate(rows):
         missing = [k for k in ROW_KEYS if k not in r]
         if missing:
             raise KeyError(f"row {i} lacks {missing}; rows must carry {ROW_KEYS} (encode them with plw.encode)")
-        if not len(r["input_ids"]) == len(r["prompt_mask"]) == len(r["completion_mask"]):
+        keys = [*ROW_KEYS, *(k for k in OPTIONAL_KEYS if k in r)]
+        if len({len(r[k]) for k in keys}) != 1:
             raise ValueError(f"row {i}: input_ids and masks differ in length")
-        out.append({k: list(r[k]) for k in ROW_KEYS})
+        out.append({k: list(r[k]) for k in keys})
     return out
 
 
@@ -290,11 +295,12 @@ class PackedDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.bins)
 
-    def __getitem__(self, index: int) -> dict[str, list[int]]:
-        item: dict[str, list[int]] = {"input_ids": [], "prompt_mask": [], "completion_mask": [], "position_ids": []}
-        for i in self.bins[index]:
-            row = self.rows[i]
-            for key in ROW_KEYS:
+    def __getitem__(self, index: int) -> dict[str, list]:
+        members = [self.rows[i] for i in self.bins[index]]
+        keys = [*ROW_KEYS, *optional_keys(members)]
+        item: dict[str, list] = {k: [] for k in (*keys, "position_ids")}
+        for row in members:
+            for key in keys:
                 item[key].extend(row[key])
             item["position_ids"].extend(range(len(row["input_ids"])))
         return item
@@ -307,16 +313,21 @@ class PackedCollator:
     Items are bins from :class:`PackedDataset` (they carry ``position_ids``) or plain encoded rows (each becomes one
     segment whose positions start at 0), so this also serves as a padding-free collator without a packer. The
     output has ``input_ids``, ``position_ids``, ``prompt_mask``, ``completion_mask`` and ``bin_index`` (which item
-    of the batch each token came from; not a model input). Run the model with ``use_cache=False`` and without an
+    of the batch each token came from; not a model input), plus ``role_ids`` / ``role_weight`` when the items carry
+    them. Run the model with ``use_cache=False`` and without an
     ``attention_mask``: transformers then isolates the rows by their ``position_ids``.
     """
 
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if not items:
             raise ValueError("cannot collate an empty batch")
-        out: dict[str, list[int]] = {k: [] for k in (*ROW_KEYS, "position_ids", "bin_index")}
+        for key in ROW_KEYS:
+            if key not in items[0]:
+                raise KeyError(f"items must carry {ROW_KEYS}; missing {key!r} (encode them with plw.encode)")
+        keys = [*ROW_KEYS, *optional_keys(items)]
+        out: dict[str, list] = {k: [] for k in (*keys, "position_ids", "bin_index")}
         for b, item in enumerate(items):
-            for key in ROW_KEYS:
+            for key in keys:
                 if key not in item:
                     raise KeyError(f"items must carry {ROW_KEYS}; missing {key!r} (encode them with plw.encode)")
                 out[key].extend(item[key])
@@ -328,7 +339,7 @@ class PackedCollator:
                 raise ValueError(f"item {b}: position_ids must have one entry per token and start at 0")
             out["position_ids"].extend(positions)
             out["bin_index"].extend([b] * n)
-        return {k: torch.tensor([v], dtype=torch.long) for k, v in out.items()}
+        return {k: torch.tensor([v], dtype=OPTIONAL_KEYS.get(k, (0, torch.long))[1]) for k, v in out.items()}
 
 
 # ---- verifying that a model isolates packed rows ------------------------------------------------------------------
