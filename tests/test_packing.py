@@ -418,3 +418,22 @@ def test_packed_dataset_takes_a_datasets_dataset():
     packed = PackedDataset(ds, max_length=8)
     assert packed[0] == PackedDataset([ROW_A, ROW_B], max_length=8)[0]
     assert packed.stats.as_dict()["rows_per_bin"] == 2.0
+
+
+def test_one_row_per_bin_layout_gives_the_flat_layout_losses(tokenizer):
+    """SDPA/eager get one bin per row (padded); the per-target losses equal those of the flat sequence."""
+    rows = varied_rows(tokenizer)
+    bins = PackedDataset(rows, max_length=100, seed=0)
+    items = [bins[i] for i in range(len(bins))]
+    assert len({len(it["input_ids"]) for it in items}) > 1  # bins of different lengths: the rows layout pads
+    model = make_tiny_model(len(tokenizer), seed=6)
+    losses = []
+    for one_row_per_bin in (False, True):
+        batch = PackedCollator(one_row_per_bin=one_row_per_bin, pad_token_id=tokenizer.pad_token_id)(items)
+        assert batch["input_ids"].shape[0] == (len(items) if one_row_per_bin else 1)
+        with torch.no_grad():
+            logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        w = plw.target_weights(batch["prompt_mask"], batch["completion_mask"], 0.3, batch["position_ids"])
+        nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), batch["input_ids"][:, 1:], reduction="none")
+        losses.append(sorted((nll[w > 0] * w[w > 0]).tolist()))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5, abs=1e-6)

@@ -63,6 +63,13 @@ def choice_token_ids(tokenizer: Any, choices: Sequence[str], template: str = "au
 
 
 NONFINITE_POLICIES = ("stop", "skip")
+VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")
+
+
+def _varlen_attention(model: Any) -> bool:
+    """True when the model's attention has variable-length kernels (flash-attention), which want one flat row."""
+    config = getattr(model, "config", None)
+    return getattr(config, "_attn_implementation", None) in VARLEN_ATTENTION
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -86,7 +93,8 @@ class PLWTrainer(Trainer):
             the model's full ``B x N x V`` logits, for comparison and debugging.
         loss_chunk_tokens: targets per chunk on the chunked path.
         packing: pack the train and eval rows into bins of at most ``max_length`` tokens (:mod:`plw.data.packing`),
-            fed padding-free as one flat sequence per micro-batch; the batch sizes of ``args`` then count bins,
+            fed without an attention mask (one flat sequence per micro-batch for flash-attention, one bin per row
+            for SDPA/eager attention); the batch sizes of ``args`` then count bins,
             not rows. Refuses models that do not isolate packed rows. Datasets given as
             :class:`~plw.data.packing.PackedDataset` are used as they are.
         max_length: tokens per bin (required with ``packing``); rows must already fit (see :func:`plw.encode`).
@@ -143,7 +151,10 @@ class PLWTrainer(Trainer):
             train_dataset, eval_dataset = self._pack_datasets(train_dataset, eval_dataset, args, max_length)
             if data_collator is not None and not isinstance(data_collator, PackedCollator):
                 raise ValueError("packing=True brings its own collator (PackedCollator); do not pass data_collator")
-            data_collator = PackedCollator()
+            data_collator = PackedCollator(
+                one_row_per_bin=not _varlen_attention(model),
+                pad_token_id=getattr(processing_class, "pad_token_id", None) or 0,
+            )
         if data_collator is None:
             pad_id = getattr(processing_class, "pad_token_id", None)
             data_collator = PaddingCollator(pad_token_id=pad_id if pad_id is not None else 0)
@@ -360,7 +371,7 @@ class PLWTrainer(Trainer):
         state = self.accelerator.gradient_state
         if self.args.world_size <= 1 or not self.accelerator.even_batches or not state.end_of_dataloader:
             return inputs
-        bins = inputs.get("bin_index")  # a packed batch: one flat row holding several dataset items
+        bins = inputs.get("bin_index")  # a packed batch: which dataset item (bin) each token belongs to
         items = len(inputs["input_ids"]) if bins is None else int(bins.max()) + 1
         keep = real_rows_of_last_batch(items, self.accelerator.process_index, state.remainder)
         if bool(keep.all()):

@@ -9,7 +9,7 @@ Three small parts, each usable on its own:
   their ``prompt_mask``/``completion_mask`` kept and ``position_ids`` restarting at 0 for every row. The Trainer's
   random sampler reshuffles the bin order every epoch (seeded by ``data_seed``); the bins themselves stay fixed.
 * :class:`PackedCollator` concatenates the bins of a batch into one ``[1, T]`` sequence with no padding and no
-  ``attention_mask``. transformers then builds a block-diagonal causal mask from the restarts of ``position_ids``
+  ``attention_mask`` (or, for SDPA/eager attention, puts one bin per row: see its docstring). transformers then builds a block-diagonal causal mask from the restarts of ``position_ids``
   (``masking_utils.find_packed_sequence_indices`` for eager/SDPA/flex; flash-attention varlen derives the same
   boundaries), and :func:`plw.loss.target_weights` never takes the first token of a row as a target, so a packed
   batch gives the same loss and gradient as its rows run one by one. :func:`check_packing_isolation` verifies
@@ -226,14 +226,13 @@ class PackingStats:
             "fill": round(self.fill, 6),
             "rows_per_bin": round(self.rows_per_bin, 4),
             "lower_bound_bins": self.lower_bound,
-            "non_pad_share": 1.0,
         }
 
     def summary(self) -> str:
         return (
             f"{self.rows} rows in {self.bins} bins of <= {self.max_length} tokens "
             f"({self.rows_per_bin:.2f} rows/bin, bins {100 * self.fill:.1f}% full, lower bound {self.lower_bound} "
-            f"bins; padding-free: 100% of batch tokens are real)"
+            "bins)"
         )
 
 
@@ -308,15 +307,26 @@ class PackedDataset(torch.utils.data.Dataset):
 
 @dataclass
 class PackedCollator:
-    """Lay the items of a batch end to end as one ``[1, T]`` sequence: no padding, no ``attention_mask``.
+    """Lay the items of a batch out for the model: by default end to end as one ``[1, T]`` sequence (no padding,
+    no ``attention_mask``); with ``one_row_per_bin=True`` one item per row, right-padded to the longest.
 
     Items are bins from :class:`PackedDataset` (they carry ``position_ids``) or plain encoded rows (each becomes one
     segment whose positions start at 0), so this also serves as a padding-free collator without a packer. The
     output has ``input_ids``, ``position_ids``, ``prompt_mask``, ``completion_mask`` and ``bin_index`` (which item
     of the batch each token came from; not a model input), plus ``role_ids`` / ``role_weight`` when the items carry
-    them. Run the model with ``use_cache=False`` and without an
-    ``attention_mask``: transformers then isolates the rows by their ``position_ids``.
+    them. Run the model with ``use_cache=False`` and without an ``attention_mask``: transformers then isolates the
+    rows by their ``position_ids``.
+
+    The flat layout suits flash-attention's variable-length kernels, whose cost grows with each row's length. The
+    SDPA and eager kernels instead compute attention over the whole ``[T, T]`` block-diagonal mask, so for them a
+    batch of ``k`` bins as one flat row costs ``k`` times the attention of ``k`` rows; ``one_row_per_bin`` avoids
+    that. Its padding has both segment masks 0 and continues the positions of the last row of its line, so it is
+    never a target and no real token attends to it (attention is causal).
     """
+
+    def __init__(self, one_row_per_bin: bool = False, pad_token_id: int = 0):
+        self.one_row_per_bin = one_row_per_bin
+        self.pad_token_id = pad_token_id
 
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if not items:
@@ -325,21 +335,43 @@ class PackedCollator:
             if key not in items[0]:
                 raise KeyError(f"items must carry {ROW_KEYS}; missing {key!r} (encode them with plw.encode)")
         keys = [*ROW_KEYS, *optional_keys(items)]
-        out: dict[str, list] = {k: [] for k in (*keys, "position_ids", "bin_index")}
+        lines: list[dict[str, list]] = []
         for b, item in enumerate(items):
+            line: dict[str, list] = {}
             for key in keys:
                 if key not in item:
                     raise KeyError(f"items must carry {ROW_KEYS}; missing {key!r} (encode them with plw.encode)")
-                out[key].extend(item[key])
+                line[key] = list(item[key])
             n = len(item["input_ids"])
             positions = item.get("position_ids")
             if positions is None:
                 positions = range(n)
             elif len(positions) != n or (n and positions[0] != 0):
                 raise ValueError(f"item {b}: position_ids must have one entry per token and start at 0")
-            out["position_ids"].extend(positions)
-            out["bin_index"].extend([b] * n)
-        return {k: torch.tensor([v], dtype=OPTIONAL_KEYS.get(k, (0, torch.long))[1]) for k, v in out.items()}
+            line["position_ids"] = list(positions)
+            line["bin_index"] = [b] * n
+            lines.append(line)
+        if not self.one_row_per_bin:
+            flat = {k: [x for line in lines for x in line[k]] for k in lines[0]}
+            return {k: torch.tensor([v], dtype=_dtype(k)) for k, v in flat.items()}
+        width = max(len(line["input_ids"]) for line in lines)
+        fills = {"input_ids": self.pad_token_id, **{k: v[0] for k, v in OPTIONAL_KEYS.items()}}
+        out = {}
+        for key in lines[0]:
+            rows = []
+            for b, line in enumerate(lines):
+                pad = width - len(line[key])
+                if key == "position_ids":
+                    last = line[key][-1] if line[key] else -1
+                    rows.append(line[key] + list(range(last + 1, last + 1 + pad)))
+                else:
+                    rows.append(line[key] + [b if key == "bin_index" else fills.get(key, 0)] * pad)
+            out[key] = torch.tensor(rows, dtype=_dtype(key))
+        return out
+
+
+def _dtype(key: str) -> torch.dtype:
+    return OPTIONAL_KEYS.get(key, (0, torch.long))[1]
 
 
 # ---- verifying that a model isolates packed rows ------------------------------------------------------------------
