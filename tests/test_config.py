@@ -32,6 +32,7 @@ def test_shipped_configs_exist():
         ({**BASE, "prompt_loss_weight": float("nan")}, "prompt_loss_weight must be in [0, 1]"),
         ({**BASE, "prompt_loss_weight": "lots"}, "prompt_loss_weight: 'lots' is not a number in [0, 1] or a schedule"),
         ({**BASE, "prompt_loss_weight": [0.1]}, "prompt_loss_weight: expected float/int/str/dict, got list"),
+        ({**BASE, "loss_chunk_tokens": 0}, "loss_chunk_tokens: must be >= 1, got 0"),
         ({**BASE, "batch_size": 0}, "batch_size: must be >= 1"),
         ({**BASE, "batch_size": 2.5}, "batch_size: expected int"),
         ({**BASE, "epochs": True}, "epochs: expected float/int, got bool"),

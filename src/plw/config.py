@@ -84,6 +84,7 @@ class RunConfig:
     loss_impl: str = _f(
         "chunked", "chunked: loss from hidden states, no B x N x V logits (default) | plain: full logits"
     )
+    loss_chunk_tokens: int = _f(512, "chunked loss: targets projected to the vocabulary at a time (larger on GPUs)")
     metric_for_best_model: str = _f("eval_completion_loss", "metric that picks the best checkpoint")
     save_best: bool = _f(False, "keep the best checkpoint (adapter for LoRA) in the run folder")
     early_stopping_patience: int | None = _f(
@@ -127,7 +128,7 @@ class RunConfig:
             )
         if self.bf16 not in (True, False, "auto"):
             raise ConfigError(f"bf16: expected true, false or auto, got {self.bf16!r}")
-        for key in ("max_length", "batch_size", "eval_batch_size", "gradient_accumulation_steps"):
+        for key in ("max_length", "batch_size", "eval_batch_size", "gradient_accumulation_steps", "loss_chunk_tokens"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
         for key in ("max_train_rows", "max_eval_rows"):

@@ -281,6 +281,7 @@ def train_run(config: RunConfig, progress: bool = True, resume: bool = False, ov
         answer_choices=answer_choices,
         template=config.template,
         loss_impl=config.loss_impl,
+        loss_chunk_tokens=config.loss_chunk_tokens,
         packing=config.packing,
         max_length=config.max_length,
         nonfinite=config.nonfinite,

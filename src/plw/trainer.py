@@ -221,9 +221,9 @@ class PLWTrainer(Trainer):
         """The schedule's PLW at optimizer step ``step`` (0-based) starting at fractional epoch ``epoch``."""
         if self.plw_schedule.is_constant:
             return self.plw_schedule.start
-        return self.plw_schedule.value(
-            step, epoch, total_steps=self.state.max_steps, total_epochs=float(self.args.num_train_epochs)
-        )
+        # With max_steps set, the Trainer's epoch count (rounded up) stands in for the length of training in epochs.
+        epochs = self.args.num_train_epochs if self.args.max_steps <= 0 else self.state.num_train_epochs
+        return self.plw_schedule.value(step, epoch, total_steps=self.state.max_steps, total_epochs=float(epochs))
 
     def current_plw(self) -> float:
         """The PLW of the objective at this point of training: the schedule's value for the next optimizer step
