@@ -73,7 +73,7 @@ class RunConfig:
     batch_size: int = _f(4, "rows per micro-batch per process (bins of max_length tokens with packing)")
     eval_batch_size: int = _f(8, "rows per evaluation batch per process (bins with packing)")
     gradient_accumulation_steps: int = _f(1, "micro-batches per optimizer step")
-    packing: bool = _f(False, "pack rows into bins of max_length tokens, fed padding-free (batch sizes count bins)")
+    packing: bool = _f(False, "pack rows into bins of max_length tokens, rows kept apart (batch sizes count bins)")
     group_by_length: bool = _f(False, "padded batches of rows of similar length (without packing)")
     eval_steps: float = _f(0.25, "evaluate every N optimizer steps (>= 1) or every fraction of training (< 1)")
     eval_on_start: bool = _f(True, "evaluate once before the first step (the untrained baseline)")

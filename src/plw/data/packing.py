@@ -1,4 +1,4 @@
-"""Sample packing: encoded rows -> bins of at most ``max_length`` tokens -> one flat, padding-free sequence.
+"""Sample packing: encoded rows -> bins of at most ``max_length`` tokens -> batches without an attention mask.
 
 Three small parts, each usable on its own:
 
@@ -197,8 +197,9 @@ def pack_bins(
 
 @dataclass(frozen=True)
 class PackingStats:
-    """How well rows fill bins. ``fill`` = tokens / (bins * max_length); a padding-free batch has no pad tokens,
-    so ``fill`` only says how far the bin count is above the token lower bound ``ceil(tokens / max_length)``."""
+    """How well rows fill bins. ``fill`` = tokens / (bins * max_length): how far the bin count is above the token
+    lower bound ``ceil(tokens / max_length)`` (a flat batch has no pad tokens; one bin per row pads bins to the
+    longest of the batch)."""
 
     rows: int
     bins: int
