@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from .roles import parse_role_weights
-from .schedule import parse_plw
+from .schedule import parse_plw, plw_values
 
 
 class ConfigError(ValueError):
@@ -149,16 +149,10 @@ class RunConfig:
         if self.plw_values is not None:
             if not self.plw_values:
                 raise ConfigError("plw_values: give at least one value")
-            values = []
-            for value in self.plw_values:
-                try:
-                    values.append(parse_plw(value, "plw_values").to_config())
-                except ValueError as err:
-                    raise ConfigError(str(err)) from None
-            labels = [parse_plw(v).slug() for v in values]
-            if len(set(labels)) != len(labels):
-                raise ConfigError(f"plw_values: repeated values in {self.plw_values!r}")
-            self.plw_values = values
+            try:
+                self.plw_values = plw_values(self.plw_values, "plw_values")
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
         if self.early_stopping_patience is not None:
             if self.early_stopping_patience < 1:
                 raise ConfigError("early_stopping_patience: must be >= 1 or null")

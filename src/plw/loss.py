@@ -50,6 +50,12 @@ def target_weights(
     return w
 
 
+def prompt_weights(plw: float, role_weight: torch.Tensor | None = None) -> float | torch.Tensor:
+    """The weight of prompt tokens for :func:`target_weights`: ``plw``, or ``plw * role_weight`` per token for rows
+    that carry role weights (:mod:`plw.roles`)."""
+    return plw if role_weight is None else plw * role_weight.float()
+
+
 def token_nll(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
     """Per-target negative log-likelihood in float32, shape ``[B, N-1]`` (``logits`` are ``[B, N, V]``)."""
     shift_logits = logits[:, :-1, :].float()

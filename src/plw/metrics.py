@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .data.messages import ROLES
-from .loss import target_weights
+from .loss import prompt_weights, target_weights
 
 _SUMS = (
     "prompt_nll",
@@ -142,8 +142,9 @@ class StreamingMetrics:
         starts = (position_ids[:, 1:] != 0) if position_ids is not None else torch.ones_like(input_ids[:, 1:]).bool()
         p_mask = prompt_mask[:, 1:].bool() & starts
         c_mask = completion_mask[:, 1:].bool() & starts
-        plw = self.plw if role_weight is None else self.plw * role_weight.to(device).float()
-        weights = target_weights(prompt_mask, completion_mask, plw, position_ids)
+        if role_weight is not None:
+            role_weight = role_weight.to(device)
+        weights = target_weights(prompt_mask, completion_mask, prompt_weights(self.plw, role_weight), position_ids)
         # Only the positions that are targets of some kind are turned into log-probabilities, in chunks.
         b_idx, t_idx = torch.nonzero(p_mask | c_mask, as_tuple=True)
         targets = input_ids[:, 1:][b_idx, t_idx]

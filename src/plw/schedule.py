@@ -190,6 +190,16 @@ def _float(text: str, name: str) -> float:
         raise ScheduleError(f"{name}: {text!r} is not a number") from None
 
 
+def plw_values(values: list, name: str, shown: Any = None) -> list:
+    """Each PLW of a sweep checked and in its config form; the same value (or schedule) twice is an error naming
+    ``shown`` (default: ``values``)."""
+    schedules = [parse_plw(v, name) for v in values]
+    slugs = [s.slug() for s in schedules]
+    if len(set(slugs)) != len(slugs):
+        raise ScheduleError(f"{name}: repeated values in {values if shown is None else shown!r}")
+    return [s.to_config() for s in schedules]
+
+
 def plw_label(value: Any) -> str:
     """Label of a PLW config value (number, schedule string or mapping); the value itself if it does not parse."""
     try:

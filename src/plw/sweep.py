@@ -15,7 +15,7 @@ import yaml
 
 from .config import ConfigError, RunConfig, dump_config
 from .runio import atomic_write_json
-from .schedule import parse_plw
+from .schedule import parse_plw, plw_values
 
 DEFAULT_VALUES = (1.0, 0.1, 0.0)
 
@@ -23,40 +23,28 @@ DEFAULT_VALUES = (1.0, 0.1, 0.0)
 def parse_plw_values(text: str) -> list[float | str]:
     """``"1,0.5,0,1->0:cosine"`` -> ``[1.0, 0.5, 0.0, "1->0:cosine"]``: numbers in [0, 1] or schedules
     (:mod:`plw.schedule`), each once."""
-    values: list[Any] = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            values.append(parse_plw(part, "--plw value").to_config())
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-    if not values:
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
         raise ConfigError("--plw: give at least one value, e.g. --plw 1,0.1,0")
-    slugs = [parse_plw(v).slug() for v in values]
-    if len(set(slugs)) != len(slugs):
-        raise ConfigError(f"--plw: repeated values in {text!r}")
-    return values
-
-
-def run_folder_name(value: Any) -> str:
-    """``plw=0.1`` for a constant, ``plw=1to0-linear`` for a schedule (no ``>`` or ``:`` in folder names)."""
-    return f"plw={parse_plw(value).slug()}"
+    try:
+        return plw_values(parts, "--plw", shown=text)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def run_configs(config: RunConfig, values: list[Any]) -> list[RunConfig]:
     """One config per value: same everything, ``name`` ``plw=VALUE`` inside the sweep folder."""
     sweep_dir = config.run_dir
+    schedules = [parse_plw(v) for v in values]
     return [
         dataclasses.replace(
             config,
-            name=run_folder_name(v),
+            name=f"plw={s.slug()}",
             output_dir=str(sweep_dir),
-            prompt_loss_weight=parse_plw(v).to_config(),
+            prompt_loss_weight=s.to_config(),
             plw_values=None,
         )
-        for v in values
+        for s in schedules
     ]
 
 

@@ -35,7 +35,7 @@ from .chunked_loss import (
 from .data.collate import PaddingCollator
 from .data.packing import PackedCollator, PackedDataset, PackingStats, check_packing_isolation
 from .distributed import real_rows_of_last_batch
-from .loss import target_weights, weighted_nll_sum
+from .loss import prompt_weights, target_weights, weighted_nll_sum
 from .metrics import StreamingMetrics
 from .schedule import PLWSchedule, parse_plw
 
@@ -127,11 +127,8 @@ class PLWTrainer(Trainer):
         nonfinite: str = "stop",
         **kwargs: Any,
     ):
-        try:
-            self.plw_schedule = parse_plw(prompt_loss_weight)
-        except ValueError as err:
-            raise ValueError(str(err)) from None
-        self.prompt_loss_weight = self.plw_schedule.value(0, 0.0, 1, 1.0)
+        self.plw_schedule = parse_plw(prompt_loss_weight)  # a ScheduleError (ValueError) names what is wrong
+        self.prompt_loss_weight = self.plw_schedule.start  # every schedule starts at its start value
         if nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"nonfinite must be one of {', '.join(NONFINITE_POLICIES)}, got {nonfinite!r}")
         self.nonfinite = nonfinite
@@ -212,10 +209,7 @@ class PLWTrainer(Trainer):
 
     def prompt_weights(self, inputs: dict[str, torch.Tensor]) -> float | torch.Tensor:
         """The weight of each prompt token of a batch: the current PLW, times ``role_weight`` when the rows have it."""
-        role_weight = inputs.get("role_weight")
-        if role_weight is None:
-            return self.prompt_loss_weight
-        return self.prompt_loss_weight * role_weight.float()
+        return prompt_weights(self.prompt_loss_weight, inputs.get("role_weight"))
 
     def plw_at(self, step: int, epoch: float) -> float:
         """The schedule's PLW at optimizer step ``step`` (0-based) starting at fractional epoch ``epoch``."""
@@ -228,8 +222,6 @@ class PLWTrainer(Trainer):
     def current_plw(self) -> float:
         """The PLW of the objective at this point of training: the schedule's value for the next optimizer step
         (what evaluations report and ``metrics.jsonl`` records); the last value used outside training."""
-        if self.plw_schedule.is_constant:
-            return self.plw_schedule.start
         if not self.state.max_steps:
             return self.prompt_loss_weight
         return self.plw_at(self.state.global_step, float(self.state.epoch or 0.0))
