@@ -178,25 +178,9 @@ def child(a) -> dict:
     out = tempfile.mkdtemp(prefix="plw-bench-")
     result: dict = {"kind": a.child, "plw": a.plw_value, "rows": len(rows)}
     if a.child == "trl":
-        import datasets
-        from trl import SFTConfig, SFTTrainer
+        from trl import SFTTrainer
 
-        ds = datasets.Dataset.from_list(
-            [
-                {
-                    "prompt": [{"role": "user", "content": r["prompt"]}],
-                    "completion": [{"role": "assistant", "content": r["completion"]}],
-                }
-                for r in records
-            ]
-        )
-        cfg = SFTConfig(
-            **_common_args(a, out),
-            max_length=a.max_length,
-            packing=True,
-            completion_only_loss=True,
-            per_device_train_batch_size=1,
-        )
+        ds, cfg = trl_dataset_and_config(a, records, out)
         trainer = SFTTrainer(
             model=model, args=cfg, train_dataset=ds, processing_class=tokenizer, callbacks=[clock.callback]
         )
@@ -239,6 +223,31 @@ def child(a) -> dict:
     return result
 
 
+def trl_dataset_and_config(a, records: list[dict], out: str):
+    """The RACE records as TRL conversational prompt/completion rows, and the SFTConfig both TRL runs use:
+    packed, completion-only loss, one bin per step."""
+    import datasets
+    from trl import SFTConfig
+
+    ds = datasets.Dataset.from_list(
+        [
+            {
+                "prompt": [{"role": "user", "content": r["prompt"]}],
+                "completion": [{"role": "assistant", "content": r["completion"]}],
+            }
+            for r in records
+        ]
+    )
+    cfg = SFTConfig(
+        **_common_args(a, out),
+        max_length=a.max_length,
+        packing=True,
+        completion_only_loss=True,
+        per_device_train_batch_size=1,
+    )
+    return ds, cfg
+
+
 _TRL_FIRST: dict = {}
 
 
@@ -270,10 +279,9 @@ def interleaved(a) -> dict:
     rounds (A, B, C, ... then again), so that load from other jobs hits every variant alike. One model, bf16 autocast."""
     import tempfile
 
-    import datasets
     import torch
     from transformers import TrainingArguments
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     import plw
 
@@ -281,22 +289,7 @@ def interleaved(a) -> dict:
     model = plw.load_model(MODEL)
     model.train()
     out = tempfile.mkdtemp(prefix="plw-bench-")
-    ds = datasets.Dataset.from_list(
-        [
-            {
-                "prompt": [{"role": "user", "content": r["prompt"]}],
-                "completion": [{"role": "assistant", "content": r["completion"]}],
-            }
-            for r in records
-        ]
-    )
-    cfg = SFTConfig(
-        **_common_args(a, out),
-        max_length=a.max_length,
-        packing=True,
-        completion_only_loss=True,
-        per_device_train_batch_size=1,
-    )
+    ds, cfg = trl_dataset_and_config(a, records, out)
     trl_trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tokenizer)
     trl_batch = next(iter(trl_trainer.get_train_dataloader()))
     completion = (trl_batch["labels"] != -100).long()
