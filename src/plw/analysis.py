@@ -15,8 +15,20 @@ import yaml
 
 from .runio import read_jsonl_lines
 
-ACCURACY_KEYS = ("eval_accuracy", "eval_choice_accuracy", "eval_completion_token_accuracy")
+# The accuracy a comparison uses, in order of preference: the answer token (letters), exact match of the whole
+# completion (answers that are words), then weaker stand-ins.
+ACCURACY_KEYS = ("eval_accuracy", "eval_exact_match", "eval_choice_accuracy", "eval_completion_token_accuracy")
+# The per-row outcome (predictions.jsonl) behind an accuracy, and the count of rows it is a share of.
+OUTCOME_FIELDS = {"eval_accuracy": "correct", "eval_exact_match": "exact"}
+ROW_COUNTS = {
+    "eval_accuracy": "eval_answer_rows",
+    "eval_choice_accuracy": "eval_answer_rows",
+    "eval_exact_match": "eval_rows",
+}
 WITHIN = 0.01  # "epochs to come within 1 point of the best accuracy"
+# The pre-declared checkpoint rules a sweep report compares, and the optimistic one it shows for reference.
+RULES = ("completion-loss minimum", "full-loss minimum", "final")
+OPTIMISTIC = "best accuracy (optimistic)"
 
 
 @dataclass
@@ -36,6 +48,27 @@ class Run:
     @property
     def label(self) -> str:
         return f"PLW {format_plw(self.plw)}"
+
+    @property
+    def seed(self) -> int | None:
+        return self.config.get("seed")
+
+    @property
+    def predictions(self) -> dict[int, dict[str, list[int]]]:
+        """Per-row outcomes by evaluation step (``predictions.jsonl``; empty when the run has none)."""
+        if "_predictions" not in self.__dict__:
+            file = self.path / "predictions.jsonl"
+            lines = read_jsonl_lines(file) if file.exists() else []
+            self.__dict__["_predictions"] = {int(line["step"]): line for line in lines}
+        return self.__dict__["_predictions"]
+
+    def outcomes(self, step: int, acc_key: str | None) -> dict[int, int] | None:
+        """Row id -> 1 (right) / 0 (wrong) for ``acc_key`` at ``step``; None when not recorded."""
+        field_name = OUTCOME_FIELDS.get(acc_key or "")
+        line = self.predictions.get(int(step))
+        if field_name is None or line is None:
+            return None
+        return {i: int(v) for i, v in zip(line["id"], line[field_name], strict=True) if v >= 0}
 
 
 def format_plw(value: Any) -> str:
@@ -91,6 +124,35 @@ def argbest(lines: list[dict[str, Any]], key: str, mode: str = "min") -> dict[st
         if best is None or (value < best[key] if mode == "min" else value > best[key]):
             best = line
     return best
+
+
+def rows_scored(line: dict[str, Any], acc_key: str | None) -> int | None:
+    """How many validation rows an accuracy in ``line`` is a share of (for its Wilson interval)."""
+    count = line.get(ROW_COUNTS.get(acc_key or "", ""))
+    return int(count) if isinstance(count, (int, float)) else None
+
+
+def checkpoint_lines(run: Run, acc_key: str | None) -> dict[str, dict[str, Any] | None]:
+    """The evaluation each rule picks: the pre-declared ones (:data:`RULES`) and the optimistic best accuracy."""
+    lines = run.lines
+    picks = {
+        "completion-loss minimum": argbest(lines, "eval_completion_loss"),
+        "full-loss minimum": argbest(lines, "eval_full_loss"),
+        "final": lines[-1] if lines else None,
+    }
+    picks[OPTIMISTIC] = argbest(lines, acc_key, "max") if acc_key else None
+    return picks
+
+
+def group_by_plw(runs: list[Run]) -> list[tuple[str, Any, list[Run]]]:
+    """Runs grouped by PLW (seeds of one value together, ordered by seed), in :func:`sort_runs` order."""
+    groups: dict[str, tuple[Any, list[Run]]] = {}
+    for run in sort_runs(runs):
+        key = format_plw(run.plw)
+        groups.setdefault(key, (run.plw, []))[1].append(run)
+    return [
+        (f"PLW {k}", plw, sorted(rs, key=lambda r: (r.seed is None, r.seed or 0))) for k, (plw, rs) in groups.items()
+    ]
 
 
 def run_row(run: Run) -> dict[str, Any]:

@@ -112,18 +112,23 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
         help="comma-separated prompt-loss-weights or schedules, e.g. 1,0.5,0.2,0.1,0.01,0 or '1,0,1->0:linear' "
         "(default: plw_values from the config, else 1,0.1,0)",
     )
+    p.add_argument(
+        "--seeds",
+        help="comma-separated seeds, e.g. 1,2,3: every PLW is trained once per seed (data order, adapter init, "
+        "dropout) into plw=VALUE/seed=S/ (default: seeds from the config, else one run per PLW)",
+    )
 
 
 def _sweep(args: argparse.Namespace) -> int:
     config = _config_from(args)
     if config is None:
         return 0
-    from .sweep import parse_plw_values, run_sweep, sweep_command
+    from .sweep import parse_plw_values, parse_seeds, run_sweep, sweep_command
 
     values = parse_plw_values(args.plw) if args.plw else None
-    report = run_sweep(
-        config, values, progress=not args.no_progress, command=sweep_command(args.config, args.overrides, values)
-    )
+    seeds = parse_seeds(args.seeds) if args.seeds else None
+    command = sweep_command(args.config, args.overrides, values, seeds)
+    report = run_sweep(config, values, progress=not args.no_progress, command=command, seeds=seeds)
     from .distributed import is_main_process
 
     if is_main_process():

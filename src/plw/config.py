@@ -79,6 +79,9 @@ class RunConfig:
     eval_on_start: bool = _f(True, "evaluate once before the first step (the untrained baseline)")
     logging_steps: float = _f(1, "log the training loss every N steps")
     seed: int = _f(42, "seed for data order, initialisation and dropout")
+    seeds: list | None = _f(
+        None, "`plw sweep` repeats every PLW with each of these seeds, e.g. [1, 2, 3] (overridden by --seeds)"
+    )
     bf16: str | bool = _f("auto", "bf16 autocast: true, false, or auto (on when the CPU/GPU supports it)")
     gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass to save memory")
     loss_impl: str = _f(
@@ -153,6 +156,8 @@ class RunConfig:
                 self.plw_values = plw_values(self.plw_values, "plw_values")
             except ValueError as err:
                 raise ConfigError(str(err)) from None
+        if self.seeds is not None:
+            self.seeds = check_seeds(self.seeds, "seeds")
         if self.early_stopping_patience is not None:
             if self.early_stopping_patience < 1:
                 raise ConfigError("early_stopping_patience: must be >= 1 or null")
@@ -161,6 +166,18 @@ class RunConfig:
         if "/" in self.name or self.name in ("", ".", ".."):
             raise ConfigError(f"name: must be a plain folder name, got {self.name!r}")
         return self
+
+
+def check_seeds(values: Any, key: str) -> list[int]:
+    """A list of distinct integer seeds, or a :class:`ConfigError` naming ``key``."""
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"{key}: expected a non-empty list of integers, e.g. [1, 2, 3], got {values!r}")
+    for v in values:
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ConfigError(f"{key}: seeds are integers >= 0, got {v!r}")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{key}: each seed once, got {values}")
+    return list(values)
 
 
 def _choice(key: str, value: Any, allowed: tuple) -> None:

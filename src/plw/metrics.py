@@ -11,6 +11,8 @@ Metrics (names without the ``eval_`` prefix the Trainer adds):
 * ``full_loss``: mean NLL over all targets with weight 1 (the ordinary causal-LM validation loss);
 * ``weighted_loss``: the training objective ``sum(w * nll) / sum(w)`` at the current plw;
 * ``completion_token_accuracy``: share of completion targets that are the arg-max over the vocabulary;
+* ``exact_match``: share of rows whose every completion target is the arg-max over the vocabulary under teacher
+  forcing (the accuracy of tasks whose answers are words rather than letters);
 * ``accuracy`` / ``choice_accuracy`` (when answer choice token ids are given): over the rows whose first
   completion token is one of the choices, the share where the gold token is the arg-max over the whole
   vocabulary / over the choice tokens only;
@@ -18,6 +20,9 @@ Metrics (names without the ``eval_`` prefix the Trainer adds):
 * for conversations (batches with ``role_ids``): ``system_loss``, ``user_loss``, ``assistant_loss``, ``tool_loss``,
   the mean NLL over the targets of each role's turns (the completion counts as ``assistant``), and
   ``{role}_tokens``. With ``role_weight``, ``weighted_loss`` uses ``plw * role_weight`` on prompt tokens.
+
+With ``row_ids`` (a per-token column naming each token's row), the outcome of every row is also kept — a few
+bytes a row, see :attr:`StreamingMetrics.row_outcomes` — so that two runs can be compared paired on the same rows.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ _SUMS = (
     "answer_rows",
     "answer_correct",
     "choice_correct",
+    "exact_correct",
     *(f"{role}_{part}" for role in ROLES for part in ("nll", "tokens")),
 )
 
@@ -67,6 +73,7 @@ class StreamingMetrics:
         self.choice_token_ids = list(choice_token_ids) if choice_token_ids else None
         self.chunk_tokens = chunk_tokens
         self.sums: dict[str, torch.Tensor] | None = None
+        self._outcomes: list[torch.Tensor] = []
 
     def _init(self, device: torch.device) -> None:
         if self.sums is None:
@@ -82,6 +89,7 @@ class StreamingMetrics:
         position_ids: torch.Tensor | None = None,
         role_ids: torch.Tensor | None = None,
         role_weight: torch.Tensor | None = None,
+        row_ids: torch.Tensor | None = None,
     ) -> None:
         """Add one batch; ``logits`` is ``[B, N, V]`` aligned with ``input_ids`` ``[B, N]``."""
         self._update(
@@ -93,6 +101,7 @@ class StreamingMetrics:
             position_ids,
             role_ids,
             role_weight,
+            row_ids,
         )
 
     @torch.no_grad()
@@ -106,6 +115,7 @@ class StreamingMetrics:
         position_ids: torch.Tensor | None = None,
         role_ids: torch.Tensor | None = None,
         role_weight: torch.Tensor | None = None,
+        row_ids: torch.Tensor | None = None,
     ) -> None:
         """Add one batch from the final hidden states ``[B, N, H]`` and the output projection ``head``.
 
@@ -121,6 +131,7 @@ class StreamingMetrics:
             position_ids,
             role_ids,
             role_weight,
+            row_ids,
         )
 
     def _update(
@@ -133,6 +144,7 @@ class StreamingMetrics:
         position_ids: torch.Tensor | None,
         role_ids: torch.Tensor | None = None,
         role_weight: torch.Tensor | None = None,
+        row_ids: torch.Tensor | None = None,
     ) -> None:
         """Shared body: ``logits_at(b_idx, t_idx)`` gives the ``[C, V]`` logits that predict ``input_ids[b, t+1]``."""
         self._init(device)
@@ -178,21 +190,45 @@ class StreamingMetrics:
                 s[f"{role}_tokens"] += of_role.sum()
         first = answer_positions(completion_mask)[:, 1:] & starts
         s["rows"] += first.sum()
+        # Answer positions are completion targets, so they are among the scored positions.
+        at_answer = first[b_idx, t_idx]
+        exact = exact_rows(at_answer, is_c, pred == targets)
+        s["exact_correct"] += exact.sum()
+        answer_ok = choice_index = None
         if choices is not None:
-            # Answer positions are completion targets, so they are among the scored positions.
-            at_answer = first[b_idx, t_idx]
             gold = targets[at_answer]
             is_choice = (gold[:, None] == choices[None, :]).any(-1)
-            gold = gold[is_choice]
-            s["answer_rows"] += gold.numel()
-            s["answer_correct"] += (pred[at_answer][is_choice] == gold).sum()
-            s["choice_correct"] += (choices[choice_pred[at_answer][is_choice]] == gold).sum()
+            answer_ok = pred[at_answer] == gold
+            s["answer_rows"] += is_choice.sum()
+            s["answer_correct"] += (answer_ok & is_choice).sum()
+            s["choice_correct"] += ((choices[choice_pred[at_answer]] == gold) & is_choice).sum()
+            # The predicted choice (index into the choices) where the arg-max is one, else -1.
+            choice_index = torch.where(pred[at_answer][:, None] == choices[None, :])
+            choice_index = torch.full_like(gold, -1).index_put_((choice_index[0],), choice_index[1])
+        if row_ids is not None:
+            ids = row_ids.to(device)[:, 1:][b_idx, t_idx][at_answer]
+            self._outcomes.append(row_outcomes(ids, exact, answer_ok, choice_index).cpu())
 
     def reduce(self, reduce_fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """Sum the totals across processes, e.g. ``metrics.reduce(lambda t: accelerator.reduce(t, "sum"))``."""
         if self.sums is not None:
             stacked = reduce_fn(torch.stack([self.sums[k] for k in _SUMS]))
             self.sums = dict(zip(_SUMS, stacked.unbind(0), strict=True))
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and self._outcomes:
+            gathered: list = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, self._outcomes)
+            self._outcomes = [t for part in gathered for t in part]
+
+    @property
+    def row_outcomes(self) -> dict[str, list[int]]:
+        """Per row seen with ``row_ids``, sorted by row id: ``id``; ``exact`` (1 when every completion target was the
+        arg-max); ``correct`` (1 when the answer token was; -1 without answer choices); ``choice`` (the index of
+        the predicted choice, -1 when the arg-max is none of them or there are no choices)."""
+        if not self._outcomes:
+            return {"id": [], "exact": [], "correct": [], "choice": []}
+        table = torch.cat(self._outcomes)
+        table = table[table[:, 0].argsort()]
+        return dict(zip(("id", "exact", "correct", "choice"), (c.tolist() for c in table.unbind(1)), strict=True))
 
     def compute(self) -> dict[str, float]:
         """Divide the sums; a metric whose count is zero is left out rather than reported as 0 or NaN."""
@@ -210,6 +246,7 @@ class StreamingMetrics:
         ratio("full_loss", s["prompt_nll"] + s["completion_nll"], s["prompt_tokens"] + s["completion_tokens"])
         ratio("weighted_loss", s["weighted_nll"], s["weight"])
         ratio("completion_token_accuracy", s["completion_correct"], s["completion_tokens"])
+        ratio("exact_match", s["exact_correct"], s["rows"])
         if self.choice_token_ids:
             ratio("accuracy", s["answer_correct"], s["answer_rows"])
             ratio("choice_accuracy", s["choice_correct"], s["answer_rows"])
@@ -222,3 +259,24 @@ class StreamingMetrics:
         out["completion_tokens"] = s["completion_tokens"]
         out["rows"] = s["rows"]
         return out
+
+
+def exact_rows(at_answer: torch.Tensor, is_completion: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
+    """Per row (in order of its answer position), whether every completion target is correct.
+
+    The three arguments are aligned over the scored targets in row-major order, where each row's completion is one
+    contiguous run that starts at its answer position, so a running count of answer positions names each target's row.
+    """
+    row_of = torch.cumsum(at_answer.long(), 0) - 1
+    wrong = torch.zeros(int(at_answer.sum()), dtype=torch.long, device=at_answer.device)
+    wrong.scatter_add_(0, row_of[is_completion], (~correct[is_completion]).long())
+    return wrong == 0
+
+
+def row_outcomes(
+    ids: torch.Tensor, exact: torch.Tensor, answer_ok: torch.Tensor | None, choice: torch.Tensor | None
+) -> torch.Tensor:
+    """``[R, 4]`` long: row id, exact (0/1), answer correct (0/1, or -1 without choices), predicted choice or -1."""
+    missing = torch.full_like(ids, -1)
+    correct = answer_ok.long() if answer_ok is not None else missing
+    return torch.stack([ids, exact.long(), correct, choice if choice is not None else missing], dim=1)

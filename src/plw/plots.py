@@ -178,71 +178,134 @@ def _style(run: Any) -> str:
     return "-" if isinstance(run.plw, (int, float)) else "--"
 
 
+def _group_colours(groups: list) -> list:
+    """One colour per PLW group, on the scale of :func:`_colours` (a group is drawn like its first run)."""
+    return _colours([g[2][0] for g in groups])
+
+
+def _band(group: list, acc: str) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Epochs, mean accuracy over seeds, and the 95% Wilson band over the rows pooled over seeds."""
+    from .analysis import rows_scored
+    from .uncertainty import wilson_interval
+
+    by_step: dict[int, list[dict]] = {}
+    for run in group:
+        for line in run.lines:
+            if isinstance(line.get(acc), (int, float)):
+                by_step.setdefault(int(line["step"]), []).append(line)
+    xs, mean, lo, hi = [], [], [], []
+    for _, lines in sorted(by_step.items()):
+        if len(lines) != len(group):
+            continue
+        xs.append(sum(float(ln.get("epoch") or 0.0) for ln in lines) / len(lines))
+        mean.append(sum(ln[acc] for ln in lines) / len(lines))
+        counts = [rows_scored(ln, acc) for ln in lines]
+        if all(counts):
+            interval = wilson_interval(
+                round(sum(ln[acc] * n for ln, n in zip(lines, counts, strict=True))), sum(counts)
+            )
+        else:
+            interval = (mean[-1], mean[-1])
+        lo.append(interval[0])
+        hi.append(interval[1])
+    return xs, mean, lo, hi
+
+
 def plot_sweep_curves(runs: list, path: str | Path) -> Path:
-    """Per sweep: completion loss (left panel) and accuracy (right panel) against epochs, one line per PLW."""
-    from .analysis import accuracy_key, series
+    """Per sweep: completion loss (left) and accuracy (right) against epochs, one line per PLW (the mean over
+    seeds, each seed thin), accuracy with its 95% Wilson band over validation rows."""
+    from .analysis import accuracy_key, group_by_plw, series
 
     fig = _figure((11.0, 4.4))
     left, right = fig.subplots(1, 2)
     acc = accuracy_key([line for r in runs for line in r.lines])
-    for run, colour in zip(runs, _colours(runs), strict=True):
-        xs, ys = series(run.lines, "eval_completion_loss")
-        left.plot(xs, ys, _style(run), marker="o", markersize=3, color=colour, label=run.label)
+    groups = group_by_plw(runs)
+    for (label, _, group), colour in zip(groups, _group_colours(groups), strict=True):
+        style = _style(group[0])
+        for run in group:
+            xs, ys = series(run.lines, "eval_completion_loss")
+            left.plot(
+                xs,
+                ys,
+                style,
+                marker="o",
+                markersize=2,
+                linewidth=0.8,
+                color=colour,
+                alpha=0.8,
+                label=label if run is group[0] else None,
+            )
         if acc:
-            xs, ys = series(run.lines, acc)
-            right.plot(xs, ys, _style(run), marker="s", markersize=3, color=colour, label=run.label)
-    left.set_title("validation completion loss", fontsize=10)
+            xs, mean, lo, hi = _band(group, acc)
+            right.plot(xs, mean, style, marker="s", markersize=3, color=colour, label=label)
+            right.fill_between(xs, lo, hi, color=colour, alpha=0.15, linewidth=0)
+    left.set_title("validation completion loss (one line per run)", fontsize=10)
     left.set_xlabel("epoch")
     left.set_ylabel("mean NLL per completion token")
-    right.set_title(f"validation {acc.removeprefix('eval_') if acc else 'accuracy'}", fontsize=10)
+    name = acc.removeprefix("eval_") if acc else "accuracy"
+    right.set_title(f"validation {name}: mean over seeds, 95% Wilson band", fontsize=10)
     right.set_xlabel("epoch")
+    right.set_ylim(0, 1)
     left.legend(fontsize=8, frameon=False)
     return _save(fig, path)
 
 
-def plot_sweep_best(rows: list[dict], path: str | Path) -> Path:
-    """Per sweep: best accuracy (left axis) and the epoch it was reached (right axis) against PLW.
+def plot_sweep_best(runs: list, path: str | Path) -> Path:
+    """Per sweep: accuracy at each checkpoint rule against PLW, with 95% Wilson intervals (pooled over seeds).
 
     The x-axis is symmetric-log with a linear region below 0.01, so 0, 0.01, 0.1 and 1 are all visible. Schedules
-    have no place on that axis: each is a dashed horizontal line at its best accuracy, labelled in the legend.
+    have no place on that axis: each is a dashed horizontal line at its final accuracy, labelled in the legend.
     """
-    numeric = [r for r in rows if isinstance(r["plw"], (int, float)) and r["best_accuracy"] is not None]
-    schedules = [r for r in rows if not isinstance(r["plw"], (int, float)) and r["best_accuracy"] is not None]
-    fig = _figure((6.4, 4.2))
+    from .analysis import OPTIMISTIC, RULES, accuracy_key, group_by_plw
+    from .report import rule_accuracy
+
+    acc = accuracy_key([line for r in runs for line in r.lines])
+    fig = _figure((6.8, 4.4))
     ax = fig.subplots()
-    for r, colour in zip(schedules, SCHEDULE_COLOURS * len(schedules), strict=False):
-        ax.axhline(
-            r["best_accuracy"],
-            linestyle="--",
-            color=colour,
-            label=f"PLW {r['label']}: best {100 * r['best_accuracy']:.1f}% at epoch {r['best_accuracy_epoch']:.2f}",
-        )
-    if not numeric and not schedules:
+    if acc is None:
         ax.text(0.5, 0.5, "no accuracy recorded", ha="center", va="center", transform=ax.transAxes)
         return _save(fig, path)
-    numeric = sorted(numeric, key=lambda r: float(r["plw"]))
-    xs = [float(r["plw"]) for r in numeric] or [0.0, 1.0]
-    if numeric:
-        ax.plot(xs, [r["best_accuracy"] for r in numeric], marker="o", color=ACCURACY_COLOUR, label="best accuracy")
+    groups = group_by_plw(runs)
+    numeric = [(float(plw), g) for _, plw, g in groups if isinstance(plw, (int, float))]
+    numeric.sort(key=lambda t: t[0])
+    markers = {"completion-loss minimum": "o", "full-loss minimum": "D", "final": "s", OPTIMISTIC: "^"}
+    offsets = {rule: i for i, rule in enumerate((*RULES, OPTIMISTIC))}
+    for rule in (*RULES, OPTIMISTIC):
+        pts = [(x, rule_accuracy(g, acc, rule)) for x, g in numeric]
+        pts = [(x, a) for x, a in pts if a is not None]
+        if not pts:
+            continue
+        # A small horizontal shift per rule (in symlog space) keeps the error bars apart.
+        shift = 1 + 0.04 * (offsets[rule] - 1.5)
+        xs = [x * shift if x > 0 else 0.0005 * (offsets[rule] - 1.5) for x, _ in pts]
+        ys = [a["mean"] for _, a in pts]
+        err = [
+            [a["mean"] - (a["lo"] if a["lo"] is not None else a["mean"]) for _, a in pts],
+            [(a["hi"] if a["hi"] is not None else a["mean"]) - a["mean"] for _, a in pts],
+        ]
+        ax.errorbar(
+            xs,
+            ys,
+            yerr=err,
+            marker=markers[rule],
+            capsize=3,
+            linestyle="-" if rule != OPTIMISTIC else ":",
+            label=f"at {rule}",
+            alpha=0.9 if rule != OPTIMISTIC else 0.5,
+        )
+    for (label, plw, group), colour in zip(groups, SCHEDULE_COLOURS * len(groups), strict=False):
+        if not isinstance(plw, (int, float)):
+            a = rule_accuracy(group, acc, "final")
+            if a:
+                ax.axhline(a["mean"], linestyle="--", color=colour, label=f"{label}: final {100 * a['mean']:.1f}%")
+    ticks = sorted({x for x, _ in numeric})
     ax.set_xscale("symlog", linthresh=0.01)
-    ax.set_xticks(sorted(set(xs)))
-    ax.set_xticklabels([f"{x:g}" for x in sorted(set(xs))])
+    if ticks:
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([f"{x:g}" for x in ticks])
+    ax.set_ylim(0, 1)
     ax.set_xlabel("prompt-loss-weight")
-    ax.set_ylabel("best validation accuracy", color=ACCURACY_COLOUR)
-    ax.tick_params(axis="y", colors=ACCURACY_COLOUR)
-    ax2 = ax.twinx()
-    ax2.plot(
-        xs[: len(numeric)],
-        [r["best_accuracy_epoch"] for r in numeric],
-        marker="D",
-        linestyle="--",
-        color="tab:brown",
-        label="epoch of best accuracy",
-    )
-    ax2.set_ylabel("epoch reached", color="tab:brown")
-    ax2.tick_params(axis="y", colors="tab:brown")
-    h1, l1 = ax.get_legend_handles_labels()
-    h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=8, frameon=False, loc="best")
-    ax.set_title("best accuracy and when it was reached, by PLW", fontsize=10)
+    ax.set_ylabel(f"validation {acc.removeprefix('eval_')}")
+    ax.legend(fontsize=8, frameon=False, loc="best")
+    ax.set_title("accuracy by checkpoint rule (mean over seeds, 95% Wilson interval)", fontsize=10)
     return _save(fig, path)

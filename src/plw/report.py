@@ -1,4 +1,9 @@
-"""The sweep report: one ``report.md`` per sweep with the PLW table, the figures and the dataset's Rg."""
+"""The sweep report: one ``report.md`` per sweep — what it shows, accuracy by stopping rule with intervals, paired
+comparisons, verdicts on the article's claims, the data's Rg and the figures.
+
+Accuracies carry 95% Wilson intervals over validation rows (:mod:`plw.uncertainty`); with several seeds a PLW's
+accuracy is the mean over seeds with the seeds' min–max, and its interval is over the pooled rows x seeds.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .analysis import Run, load_run, run_row, sort_runs
+from .analysis import OPTIMISTIC, RULES, Run, checkpoint_lines, group_by_plw, load_run, rows_scored, run_row, sort_runs
 from .runio import atomic_write_text
+from .uncertainty import wilson_interval
 
 
 def _num(value: Any, digits: int = 4) -> str:
@@ -23,10 +29,16 @@ def _pct(value: Any) -> str:
 
 
 def find_runs(sweep_dir: str | Path) -> list[Run]:
-    """Every run folder (one with ``metrics.jsonl``) directly inside ``sweep_dir``, ordered by PLW."""
+    """Every run folder (one with ``metrics.jsonl``) directly inside ``sweep_dir`` or one level down (seeds:
+    ``plw=V/seed=S``), ordered by PLW."""
     sweep_dir = Path(sweep_dir)
-    runs = [load_run(p) for p in sorted(sweep_dir.iterdir()) if (p / "metrics.jsonl").exists()]
-    return sort_runs(runs)
+    folders = []
+    for p in sorted(sweep_dir.iterdir()):
+        if (p / "metrics.jsonl").exists():
+            folders.append(p)
+        elif p.is_dir():
+            folders += [c for c in sorted(p.iterdir()) if (c / "metrics.jsonl").exists()]
+    return sort_runs([load_run(p) for p in folders])
 
 
 def rg_section(runs: list[Run]) -> list[str]:
@@ -47,30 +59,145 @@ def rg_section(runs: list[Run]) -> list[str]:
     return []
 
 
+def rule_accuracy(group: list[Run], acc: str, rule: str) -> dict[str, Any] | None:
+    """A PLW's accuracy under one checkpoint rule: mean over seeds, min–max, Wilson interval over pooled rows."""
+    values, right, rows, steps = [], 0.0, 0, []
+    for run in group:
+        line = checkpoint_lines(run, acc)[rule]
+        if line is None or not isinstance(line.get(acc), (int, float)):
+            return None
+        n = rows_scored(line, acc)
+        values.append(line[acc])
+        steps.append(int(line["step"]))
+        if n:
+            right += line[acc] * n
+            rows += n
+    lo, hi = wilson_interval(round(right), rows) if rows else (None, None)
+    return {
+        "mean": sum(values) / len(values),
+        "min": min(values),
+        "max": max(values),
+        "lo": lo,
+        "hi": hi,
+        "rows": rows,
+        "steps": steps,
+    }
+
+
+def format_accuracy(a: dict[str, Any] | None, seeds: int) -> str:
+    if a is None:
+        return "–"
+    text = _pct(a["mean"])
+    if a["lo"] is not None:
+        text += f" [{_pct(a['lo'])}, {_pct(a['hi'])}]"
+    if seeds > 1:
+        text += f" (seeds {_pct(a['min'])}–{_pct(a['max'])})"
+    return text
+
+
+def accuracy_table(runs: list[Run], acc: str) -> list[str]:
+    groups = group_by_plw(runs)
+    seeds = max(len(g) for _, _, g in groups)
+    lines = [
+        "| PLW | seeds | " + " | ".join(f"at {r}" for r in RULES) + f" | {OPTIMISTIC} | untrained |",
+        "|---|---|" + "---|" * (len(RULES) + 2),
+    ]
+    for label, _, group in groups:
+        cells = [format_accuracy(rule_accuracy(group, acc, rule), seeds) for rule in (*RULES, OPTIMISTIC)]
+        first = [run.lines[0] for run in group if run.lines and int(run.lines[0].get("step", -1)) == 0]
+        untrained = _pct(sum(ln.get(acc, 0.0) for ln in first) / len(first)) if first else "–"
+        lines.append(f"| {label.removeprefix('PLW ')} | {len(group)} | " + " | ".join(cells) + f" | {untrained} |")
+    return lines
+
+
+def headline(runs: list[Run], acc: str) -> list[str]:
+    """What the sweep shows, in plain words, from the final accuracies and the paired test."""
+    from .verdicts import ALPHA, describe, paired_against_largest
+
+    groups = group_by_plw(runs)
+    out = []
+    for label, _, group in groups:
+        a = rule_accuracy(group, acc, "final")
+        b = rule_accuracy(group, acc, "completion-loss minimum")
+        first = [run.lines[0] for run in group if run.lines and int(run.lines[0].get("step", -1)) == 0]
+        start = f" (untrained: {_pct(sum(ln.get(acc, 0.0) for ln in first) / len(first))})" if first else ""
+        if a:
+            out.append(
+                f"- {label}: final {acc.removeprefix('eval_')} {format_accuracy(a, len(group))}; at the "
+                f"completion-loss minimum {format_accuracy(b, len(group))}{start}."
+            )
+    for small, large, p in paired_against_largest(runs, acc, "final"):
+        if p.p_value < ALPHA:
+            word = "more" if p.correct_a > p.correct_b else "less"
+            out.append(
+                f"- At the end of training {small} is {word} accurate than {large}: {describe(p, small, large)}."
+            )
+        else:
+            out.append(
+                f"- At the end of training {small} and {large} cannot be told apart at this sample size: "
+                f"{describe(p, small, large)}."
+            )
+    return out
+
+
 def render_report(runs: list[Run], figures: dict[str, str], command: str | None = None) -> str:
     """The markdown text of a sweep report (figure paths relative to the report)."""
+    from .verdicts import MCNEMAR, paired_against_largest, verdicts
+
     rows = [run_row(r) for r in runs]
     acc = next((r["accuracy_metric"] for r in rows if r["accuracy_metric"]), None)
     acc_name = acc.removeprefix("eval_") if acc else "accuracy"
     name = runs[0].path.parent.name if runs else "sweep"
+    if runs and runs[0].path.parent.name.startswith("plw="):
+        name = runs[0].path.parent.parent.name
+    groups = group_by_plw(runs)
+    seeds = sorted({r.seed for r in runs if r.seed is not None})
     lines = [f"# PLW sweep: {name}", ""]
     if command:
         lines += ["Reproduce with:", "", "```", command, "```", ""]
+    n_rows = rows_scored(runs[0].lines[-1], acc) if runs and runs[0].lines and acc else None
     lines += [
-        f"Accuracy below is `{acc_name}`. Epochs are fractional (evaluations inside an epoch). "
-        '"Usual practice" stops at the minimum of the full-sequence validation loss; the completion-loss rule '
-        "stops at the minimum of the completion loss.",
+        f"{len(groups)} PLW values x {max(len(g) for _, _, g in groups)} seed(s) ({', '.join(map(str, seeds))}); "
+        f"accuracy is `{acc_name}` on {n_rows if n_rows is not None else 'the'} validation rows. "
+        "Intervals are 95% Wilson intervals over validation rows (pooled over seeds); with several seeds the "
+        "seeds' min–max follows.",
         "",
-        "| PLW | min completion loss | at epoch | accuracy there | min full loss at epoch | accuracy there "
-        "(usual practice) | best accuracy | at epoch | epochs to within 1 pt | accuracy at start |",
+    ]
+    if acc:
+        lines += ["## What this sweep shows", "", *headline(runs, acc), ""]
+        lines += [
+            "## Accuracy by checkpoint rule",
+            "",
+            "The rules are declared before looking: the evaluation with the lowest completion loss, the one with the "
+            "lowest full-sequence loss (usual practice), and the last one. The best accuracy over all evaluations is "
+            f"optimistic — it picks the maximum of {max(len(r.lines) for r in runs)} noisy measurements — and is "
+            "shown for reference only.",
+            "",
+            *accuracy_table(runs, acc),
+            "",
+        ]
+        comparisons = paired_against_largest(runs, acc)
+        if comparisons:
+            lines += ["## Paired comparisons at the completion-loss checkpoint", "", f"Test: {MCNEMAR}.", ""]
+            lines += [f"- {small} vs {large}: {describe_pair(p, small, large)}" for small, large, p in comparisons]
+            lines.append("")
+        lines += ["## Verdicts on the article's claims", ""]
+        for v in verdicts(runs):
+            lines += [f"- **({v.claim}) {v.verdict}.** {v.statement} {v.evidence}. Test: {v.test}.", ""]
+    lines += [
+        "## Per run",
+        "",
+        "| PLW | seed | min completion loss | at epoch | accuracy there | min full loss at epoch | accuracy there "
+        "| final accuracy | best accuracy (optimistic) | accuracy at start |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
+    for run, r in zip(runs, rows, strict=True):
+        final = run.lines[-1].get(acc) if run.lines and acc else None
         lines.append(
-            f"| {r['label']} | {_num(r['min_completion_loss'])} | {_num(r['min_completion_loss_epoch'], 2)} | "
+            f"| {r['label']} | {run.seed} | {_num(r['min_completion_loss'])} | {_num(r['min_completion_loss_epoch'], 2)} | "
             f"{_pct(r['acc_at_min_completion_loss'])} | {_num(r['min_full_loss_epoch'], 2)} | "
-            f"{_pct(r['acc_at_min_full_loss'])} | {_pct(r['best_accuracy'])} | {_num(r['best_accuracy_epoch'], 2)} | "
-            f"{_num(r['epochs_to_within_1pt'], 2)} | {_pct(r['initial_accuracy'])} |"
+            f"{_pct(r['acc_at_min_full_loss'])} | {_pct(final)} | {_pct(r['best_accuracy'])} | "
+            f"{_pct(r['initial_accuracy'])} |"
         )
     lines.append("")
     lines += rg_section(runs)
@@ -78,6 +205,12 @@ def render_report(runs: list[Run], figures: dict[str, str], command: str | None 
     for title, rel in figures.items():
         lines += [f"### {title}", "", f"![{title}]({rel})", ""]
     return "\n".join(lines)
+
+
+def describe_pair(p: Any, small: str, large: str) -> str:
+    from .verdicts import describe
+
+    return describe(p, small, large)
 
 
 def write_sweep_outputs(sweep_dir: str | Path, command: str | None = None) -> Path:
@@ -92,14 +225,16 @@ def write_sweep_outputs(sweep_dir: str | Path, command: str | None = None) -> Pa
         raise FileNotFoundError(f"no run folders with metrics.jsonl in {sweep_dir}")
     figures = {
         "Completion loss and accuracy by PLW": "plots/sweep_curves.png",
-        "Best accuracy and epoch reached, by PLW": "plots/sweep_best.png",
+        "Accuracy by checkpoint rule, by PLW": "plots/sweep_best.png",
     }
     plot_sweep_curves(runs, sweep_dir / figures["Completion loss and accuracy by PLW"])
-    plot_sweep_best([run_row(r) for r in runs], sweep_dir / figures["Best accuracy and epoch reached, by PLW"])
+    plot_sweep_best(runs, sweep_dir / figures["Accuracy by checkpoint rule, by PLW"])
     for run in runs:
-        rel = f"{run.path.name}/plots/losses.png"
+        rel = str(run.path.relative_to(sweep_dir) / "plots" / "losses.png")
         plot_run(run, sweep_dir / rel)
-        figures[f"{run.label}: losses and accuracy"] = rel
+        figures[
+            f"{run.label}{f' seed {run.seed}' if len(runs) > len(group_by_plw(runs)) else ''}: losses and accuracy"
+        ] = rel
     report = sweep_dir / "report.md"
     atomic_write_text(report, render_report(runs, figures, command))
     return report

@@ -17,6 +17,9 @@ from typing import Any
 from .config import ConfigError, RunConfig, dump_config
 from .runio import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl_lines, summarize
 
+# One line per evaluation: the step and, per validation row (sorted by row id), exact / correct / predicted choice.
+PREDICTIONS_FILE = "predictions.jsonl"
+
 
 def cpu_supports_bf16() -> bool:
     """True when this CPU has native bf16 instructions (AVX512-BF16 or AMX), where bf16 autocast pays off."""
@@ -52,6 +55,9 @@ def prepare_rows(config: RunConfig, tokenizer: Any, which: str) -> tuple[list[di
     if not rows:
         raise ConfigError(f"{which}_data: no rows left after encoding ({report.summary()})")
     apply_role_weights(rows, config.role_weights, which)
+    if which == "eval":
+        for i, row in enumerate(rows):  # the row's index in the validation set, for per-row outcomes
+            row["row_id"] = [i] * len(row["input_ids"])
     info = {"source": loaded.description, "records_available": len(loaded.records), **report.as_dict()}
     info["load"] = loaded.report.as_dict()  # what the loader read, kept and dropped (with reasons)
     info["rg"] = rg_summary(rows)
@@ -88,11 +94,17 @@ class MetricsJsonlCallback:
     value for the next optimizer step: 1 at step 0 of ``1->0:linear``, 0 after the last step).
     """
 
-    def __init__(self, path: Path, plw: float | Callable[[], float]):
+    def __init__(
+        self,
+        path: Path,
+        plw: float | Callable[[], float],
+        row_outcomes: Callable[[], dict[str, list[int]] | None] | None = None,
+    ):
         from transformers import TrainerCallback
 
         self.path = Path(path)
         self.plw = plw
+        self.row_outcomes = row_outcomes
         self.train_loss: float | None = None
         outer = self
 
@@ -113,6 +125,9 @@ class MetricsJsonlCallback:
         line["train_loss"] = self.train_loss
         line.update({k: v for k, v in metrics.items() if k.startswith("eval_") and isinstance(v, (int, float))})
         append_jsonl(self.path, line)
+        outcomes = self.row_outcomes() if self.row_outcomes else None
+        if outcomes and outcomes["id"]:
+            append_jsonl(self.path.with_name(PREDICTIONS_FILE), {"step": state.global_step, **outcomes})
 
 
 def training_arguments(config: RunConfig, run_dir: Path) -> Any:
@@ -211,11 +226,14 @@ def check_resumable(config: RunConfig, resume: bool, overwrite: bool = False) ->
 
 
 def truncate_metrics(path: Path, step: int) -> None:
-    """Keep the ``metrics.jsonl`` lines up to ``step`` (a resumed run writes the later ones again)."""
+    """Keep the ``metrics.jsonl`` (and ``predictions.jsonl``) lines up to ``step`` (a resumed run writes the later
+    ones again)."""
     import json
 
-    lines = [line for line in read_jsonl_lines(path) if line.get("step", 0) <= step]
-    atomic_write_text(path, "".join(json.dumps(line) + "\n" for line in lines))
+    for file in (path, path.with_name(PREDICTIONS_FILE)):
+        if file.exists():
+            lines = [line for line in read_jsonl_lines(file) if line.get("step", 0) <= step]
+            atomic_write_text(file, "".join(json.dumps(line) + "\n" for line in lines))
 
 
 def train_run(config: RunConfig, progress: bool = True, resume: bool = False, overwrite: bool = False) -> Path:
@@ -267,8 +285,9 @@ def train_run(config: RunConfig, progress: bool = True, resume: bool = False, ov
             print(f"[plw] resuming {run_dir} from {checkpoint.name}")
     elif main:
         metrics_path.unlink(missing_ok=True)  # a fresh start
+        metrics_path.with_name(PREDICTIONS_FILE).unlink(missing_ok=True)
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    logger = MetricsJsonlCallback(metrics_path, lambda: trainer.current_plw())
+    logger = MetricsJsonlCallback(metrics_path, lambda: trainer.current_plw(), lambda: trainer.last_row_outcomes)
     # transformers 5 reads the TensorBoard folder from the environment only.
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tb")
     trainer = PLWTrainer(

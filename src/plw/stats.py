@@ -219,9 +219,13 @@ def dataset_counts(
 
 
 def dataset_spec(arg: str, format: str | None = None, split: str | None = None, **mapping: Any) -> dict[str, Any]:
-    """A ``plw stats`` DATASET argument -> a data spec: an existing file or folder, else a hub name
+    """A ``plw stats`` DATASET argument -> a data spec: an existing file or folder, the built-in task
+    ``synthetic[:KEY=VALUE,...]`` (e.g. ``synthetic:rows=400,answer=text,style=explanation``), else a hub name
     ``NAME[:CONFIG]`` (split from ``split``, default ``train``)."""
     from .data.sources import is_race_folder
+
+    if arg == "synthetic" or arg.startswith("synthetic:"):
+        return synthetic_spec(arg)
 
     mapping = {k: v for k, v in mapping.items() if v is not None}
     if format:
@@ -236,6 +240,19 @@ def dataset_spec(arg: str, format: str | None = None, split: str | None = None, 
         raise FileNotFoundError(f"{arg}: no such file or folder")
     name, _, config = arg.partition(":")
     return {"source": "hf", "name": name, "config": config or None, "split": split or "train", **mapping}
+
+
+def synthetic_spec(arg: str) -> dict[str, Any]:
+    """``synthetic:rows=400,answer=text`` -> ``{source: synthetic, rows: 400, answer: text}`` (values as YAML)."""
+    import yaml
+
+    spec: dict[str, Any] = {"source": "synthetic"}
+    for item in filter(None, arg.partition(":")[2].split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{arg}: expected synthetic:KEY=VALUE,..., got {item!r}")
+        spec[key.strip()] = yaml.safe_load(value)
+    return spec
 
 
 def dataset_label(arg: str, split: str | None = None) -> str:

@@ -171,6 +171,8 @@ class PLWTrainer(Trainer):
             )
         self.args.remove_unused_columns = False
         self.choice_token_ids = self._resolve_choices(answer_choices, processing_class, template)
+        # Per-row outcomes of the last evaluation (rows that carry ``row_id``), see StreamingMetrics.row_outcomes.
+        self.last_row_outcomes: dict[str, list[int]] | None = None
         if self.packing:
             check_packing_isolation(self.model)
 
@@ -393,6 +395,7 @@ class PLWTrainer(Trainer):
             inputs = self._drop_repeated_rows(self._prepare_inputs(inputs))
             batch = (inputs["input_ids"], inputs["prompt_mask"], inputs["completion_mask"], inputs.get("position_ids"))
             roles = {"role_ids": inputs.get("role_ids"), "role_weight": inputs.get("role_weight")}
+            roles["row_ids"] = inputs.get("row_id")
             with torch.no_grad(), self.compute_loss_context_manager():
                 if self.loss_impl == "chunked":
                     # Projected chunk by chunk under the same autocast as the forward, as the plain logits are.
@@ -407,6 +410,7 @@ class PLWTrainer(Trainer):
             self.control = self.callback_handler.on_prediction_step(self.args, self.state, self.control)
         metrics.reduce(lambda t: self.accelerator.reduce(t, reduction="sum"))
         values = metrics.compute()
+        self.last_row_outcomes = metrics.row_outcomes
         out = {f"{metric_key_prefix}_{k}": v for k, v in values.items()}
         if "weighted_loss" in values:
             out[f"{metric_key_prefix}_loss"] = values["weighted_loss"]

@@ -13,6 +13,8 @@ MASK_KEYS = ("input_ids", "attention_mask", "prompt_mask", "completion_mask")
 OPTIONAL_KEYS: dict[str, tuple[float, torch.dtype]] = {
     "role_ids": (-1, torch.long),
     "role_weight": (1.0, torch.float32),
+    # Evaluation rows: the row's index in the validation set, so per-row outcomes can be paired across runs.
+    "row_id": (-1, torch.long),
 }
 
 

@@ -11,8 +11,10 @@ files) or a mapping with a ``source``:
 * ``{source: race, path: FILE_OR_FOLDER, split: train|validation|test, config: all|high|middle}``: RACE from JSONL
   rows or a folder in the original release layout; ``{source: race, hub: true, split: ..., config: ...}`` from the
   hub (``ehovy/race``, online only). See :mod:`plw.data.race`.
-* ``{source: synthetic, rows: N, seed: S, people: P, fillers: F}``: the built-in reading task
-  (:mod:`plw.data.synthetic`), multiple choice with answers A-D.
+* ``{source: synthetic, rows: N, seed: S, people: P, fillers: F, facts: 3|1, answer: letter|text,
+  style: bare|sentence|explanation}``: the built-in reading task (:mod:`plw.data.synthetic`), multiple choice; the
+  completion is the letter (A-D) or the option's text, followed by nothing, the supporting sentence or a worked
+  explanation.
 
 ``...mapping`` are the options of :class:`~plw.data.files.RowMapper`: ``format`` (``prompt_completion``,
 ``messages``, ``race``; detected from the first row's fields when absent), ``prompt_field``, ``completion_field``,
@@ -35,7 +37,7 @@ from typing import Any
 from . import race
 from .files import RowMapper, data_files_in, iter_dataset_rows, iter_file_rows
 from .report import LoadReport, SourceError
-from .synthetic import LETTERS, make_synthetic_mcqa
+from .synthetic import ANSWERS, LETTERS, STYLES, make_synthetic_mcqa
 
 MAPPING_KEYS = (
     "format",
@@ -198,9 +200,14 @@ def _open_race(d: dict) -> RecordStream:
 def _open_synthetic(d: dict) -> RecordStream:
     d.pop("strict", None)  # generated records are always valid
     kwargs = {"n": int(d.pop("rows", 200)), "seed": int(d.pop("seed", 0))}
-    for key in ("people", "fillers"):
+    for key in ("people", "fillers", "facts"):
         if key in d:
             kwargs[key] = int(d.pop(key))
+    for key, allowed in (("answer", ANSWERS), ("style", STYLES)):
+        if key in d:
+            kwargs[key] = str(d.pop(key))
+            if kwargs[key] not in allowed:
+                raise ValueError(f"synthetic.{key}: expected one of {', '.join(allowed)}, got {kwargs[key]!r}")
     _no_extra("synthetic", d)
     report = LoadReport()
 
@@ -215,7 +222,8 @@ def _open_synthetic(d: dict) -> RecordStream:
         report,
         f"synthetic reading task {kwargs}",
         fixed_format="prompt_completion",
-        fixed_choices=list(LETTERS),
+        # Letter answers are scored by answer accuracy; text answers by exact match (no choice tokens).
+        fixed_choices=list(LETTERS) if kwargs.get("answer", "letter") == "letter" else None,
     )
 
 
