@@ -8,11 +8,12 @@ import pytest
 
 from plw.config import ConfigError, RunConfig, apply_overrides, from_dict, load_config
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+ROOT_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = sorted([*ROOT_CONFIGS.glob("*.yaml"), *ROOT_CONFIGS.glob("spectrum/*.yaml")])
 BASE = {"train_data": "train.jsonl"}
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(ROOT_CONFIGS)) for p in CONFIGS])
 def test_every_shipped_config_loads_and_starts_with_its_command(path):
     config = load_config(path)
     assert isinstance(config, RunConfig)

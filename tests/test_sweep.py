@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -11,6 +12,7 @@ from plw.cli import main
 from tests.conftest import save_tiny_model
 
 PLW_ARG = "1,0,1->0:linear"  # two constants and a schedule
+SEEDS = (1, 2)
 
 
 @pytest.fixture(scope="module")
@@ -19,91 +21,178 @@ def sweep_setup(tmp_path_factory, tokenizer):
     model_dir = root / "model"
     save_tiny_model(model_dir, tokenizer, seed=4)
     config = root / "sweep.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "name": "tiny-sweep",
-                "output_dir": str(root / "runs"),
-                "model": str(model_dir),
-                "train_data": {"source": "synthetic", "rows": 8, "seed": 1, "people": 4, "fillers": 0},
-                "eval_data": {"source": "synthetic", "rows": 8, "seed": 2, "people": 4, "fillers": 0},
-                "max_steps": 4,
-                "batch_size": 2,
-                "eval_steps": 1,
-                "learning_rate": 0.01,
-                "report_to": [],
-                "bf16": False,
-                "plw_values": [1.0, 0.5],
-            }
-        )
-    )
-    assert main(["sweep", str(config), "--plw", PLW_ARG, "--no-progress"]) == 0
-    return root / "runs" / "tiny-sweep", config
+    values = {
+        "name": "tiny-sweep",
+        "output_dir": str(root / "runs"),
+        "model": str(model_dir),
+        "train_data": {"source": "synthetic", "rows": 8, "seed": 1, "people": 4, "fillers": 0},
+        "eval_data": {"source": "synthetic", "rows": 8, "seed": 2, "people": 4, "fillers": 0},
+        "max_steps": 4,
+        "batch_size": 2,
+        "eval_steps": 1,
+        "learning_rate": 0.01,
+        "report_to": [],
+        "bf16": False,
+        "plw_values": [1.0, 0.5],
+        "seeds": [7],
+    }
+    config.write_text(yaml.safe_dump(values))
+    args = ["sweep", str(config), "--plw", PLW_ARG, "--seeds", ",".join(map(str, SEEDS)), "--no-progress"]
+    assert main(args) == 0
+    return root / "runs" / "tiny-sweep", config, args, values
+
+
+def read_lines(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
 
 
 def expected_row(lines):
-    """The report's numbers, recomputed here from metrics.jsonl."""
+    """The report's per-run numbers, recomputed here from metrics.jsonl."""
     at_c = min(lines, key=lambda x: x["eval_completion_loss"])
     at_f = min(lines, key=lambda x: x["eval_full_loss"])
     best = max(lines, key=lambda x: x["eval_accuracy"])
-    within = next(x for x in lines if x["eval_accuracy"] >= best["eval_accuracy"] - 0.01)
     return [
         f"{at_c['eval_completion_loss']:.4f}",
         f"{at_c['epoch']:.2f}",
         f"{100 * at_c['eval_accuracy']:.1f}%",
         f"{at_f['epoch']:.2f}",
         f"{100 * at_f['eval_accuracy']:.1f}%",
+        f"{100 * lines[-1]['eval_accuracy']:.1f}%",
         f"{100 * best['eval_accuracy']:.1f}%",
-        f"{best['epoch']:.2f}",
-        f"{within['epoch']:.2f}",
         f"{100 * lines[0]['eval_accuracy']:.1f}%",
     ]
 
 
 def test_sweep_writes_runs_figures_and_report(sweep_setup):
-    sweep_dir, _ = sweep_setup
+    sweep_dir, *_ = sweep_setup
     report = (sweep_dir / "report.md").read_text()
+    per_run = report.split("## Per run", 1)[1].split("\n## ", 1)[0]
     table = {
-        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-        for line in report.splitlines()
-        if line.startswith("| ") and not line.startswith("| PLW")
+        tuple(c.strip() for c in line.split("|")[1:3]): [c.strip() for c in line.split("|")[3:-1]]
+        for line in per_run.splitlines()
+        if line.startswith("| PLW ")
     }
-    assert set(table) == {"1", "0", "1→0 linear"}  # --plw on the command line wins over plw_values
+    # --plw and --seeds on the command line win over plw_values and seeds.
+    assert set(table) == {(f"PLW {v}", str(s)) for v in ("1", "0", "1→0 linear") for s in SEEDS}
     # A schedule records the weight of the objective at each evaluation: 1 - step / 4 over the 4 steps.
     for plws, label, folder in (
         ([1.0] * 5, "1", "1"),
         ([0.0] * 5, "0", "0"),
         ([1.0, 0.75, 0.5, 0.25, 0.0], "1→0 linear", "1to0-linear"),
     ):
-        run = sweep_dir / f"plw={folder}"
-        lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-        assert [x["step"] for x in lines] == [0, 1, 2, 3, 4]
-        assert [x["plw"] for x in lines] == pytest.approx(plws)
-        assert json.loads((run / "state.json").read_text())["status"] == "finished"
-        assert (run / "plots" / "losses.png").stat().st_size > 10_000
-        assert table[label] == expected_row(lines)
+        for seed in SEEDS:
+            run = sweep_dir / f"plw={folder}" / f"seed={seed}"
+            lines = read_lines(run / "metrics.jsonl")
+            assert [x["step"] for x in lines] == [0, 1, 2, 3, 4]
+            assert [x["plw"] for x in lines] == pytest.approx(plws)
+            assert json.loads((run / "state.json").read_text())["status"] == "finished"
+            assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == seed
+            assert (run / "plots" / "losses.png").stat().st_size > 10_000
+            assert table[(f"PLW {label}", str(seed))] == expected_row(lines)
     for figure in ("sweep_curves.png", "sweep_best.png"):
         assert (sweep_dir / "plots" / figure).stat().st_size > 10_000
         assert f"plots/{figure}" in report
-    assert "plw sweep" in report and "--plw '1,0,1->0:linear'" in report
+    assert "plw sweep" in report and "--plw '1,0,1->0:linear' --seeds 1,2" in report
     assert "Rg arithmetic mean" in report
+    for claim in "abcd":
+        verdict = re.search(rf"\*\*\({claim}\) (\w+)\.\*\*", report)
+        assert verdict and verdict.group(1) in ("supported", "contradicted", "inconclusive"), claim
+
+
+def test_seeds_change_the_data_order(sweep_setup):
+    sweep_dir, *_ = sweep_setup
+    losses = [
+        [x["train_loss"] for x in read_lines(sweep_dir / "plw=1" / f"seed={s}" / "metrics.jsonl")[1:]] for s in SEEDS
+    ]
+    assert losses[0] != pytest.approx(losses[1], rel=1e-4)
+
+
+def test_a_seed_is_reproducible(sweep_setup, tmp_path):
+    """Training PLW 0 with seed 2 again, alone, gives the sweep's metrics for that run."""
+    from plw.config import from_dict
+    from plw.runner import train_run
+
+    sweep_dir, _, _, values = sweep_setup
+    config = dict(values, name="again", output_dir=str(tmp_path), prompt_loss_weight=0.0, seed=2)
+    config.pop("plw_values"), config.pop("seeds")
+    again = read_lines(train_run(from_dict(config), progress=False) / "metrics.jsonl")
+    first = read_lines(sweep_dir / "plw=0" / "seed=2" / "metrics.jsonl")
+    for a, b in zip(again, first, strict=True):
+        for key in ("train_loss", "eval_completion_loss", "eval_full_loss", "eval_accuracy"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), key
+
+
+def test_predictions_are_written_and_agree_with_the_metrics(sweep_setup):
+    """predictions.jsonl has one line per evaluation with every validation row; its shares are the metrics."""
+    from plw.analysis import load_run
+
+    sweep_dir, *_ = sweep_setup
+    for run_dir in sorted(sweep_dir.glob("plw=*/seed=*")):
+        metrics = read_lines(run_dir / "metrics.jsonl")
+        predictions = read_lines(run_dir / "predictions.jsonl")
+        assert [p["step"] for p in predictions] == [m["step"] for m in metrics]
+        run = load_run(run_dir)
+        for m, p in zip(metrics, predictions, strict=True):
+            assert p["id"] == list(range(8))
+            assert sum(p["exact"]) / 8 == pytest.approx(m["eval_exact_match"])
+            answered = [c for c in p["correct"] if c >= 0]
+            assert len(answered) == m["eval_answer_rows"]
+            assert sum(answered) / len(answered) == pytest.approx(m["eval_accuracy"])
+            assert set(p["choice"]) <= {-1, 0, 1, 2, 3}
+            assert run.outcomes(m["step"], "eval_accuracy") == dict(enumerate(p["correct"]))
+
+
+def test_report_intervals_and_paired_counts(sweep_setup):
+    """The final-accuracy interval of PLW 1 and the paired counts of PLW 0 vs PLW 1, recomputed by hand."""
+    from plw.uncertainty import wilson_interval
+
+    sweep_dir, *_ = sweep_setup
+    report = (sweep_dir / "report.md").read_text()
+    finals = {
+        v: [read_lines(sweep_dir / f"plw={v}" / f"seed={s}" / "predictions.jsonl")[-1] for s in SEEDS] for v in (1, 0)
+    }
+    right = sum(sum(p["correct"]) for p in finals[1])
+    lo, hi = wilson_interval(right, 16)
+    assert f"final accuracy {100 * right / 16:.1f}% [{100 * lo:.1f}%, {100 * hi:.1f}%]" in report
+    only_0 = sum(
+        a and not b
+        for p0, p1 in zip(finals[0], finals[1], strict=True)
+        for a, b in zip(p0["correct"], p1["correct"], strict=True)
+    )
+    only_1 = sum(
+        b and not a
+        for p0, p1 in zip(finals[0], finals[1], strict=True)
+        for a, b in zip(p0["correct"], p1["correct"], strict=True)
+    )
+    assert f"right only for PLW 0: {only_0}, only for PLW 1: {only_1}" in report
 
 
 def test_restarting_a_finished_sweep_reruns_nothing(sweep_setup, capsys):
-    sweep_dir, config = sweep_setup
-    before = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("plw=*/metrics.jsonl")}
-    assert main(["sweep", str(config), "--plw", PLW_ARG, "--no-progress"]) == 0
+    sweep_dir, _, args, _ = sweep_setup
+    before = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("plw=*/seed=*/metrics.jsonl")}
+    assert len(before) == 6
+    assert main(args) == 0
     out = capsys.readouterr().out
-    assert out.count("already finished, skipped") == 3
-    assert before == {p: p.stat().st_mtime_ns for p in sweep_dir.glob("plw=*/metrics.jsonl")}
+    assert out.count("already finished, skipped") == 6
+    assert before == {p: p.stat().st_mtime_ns for p in sweep_dir.glob("plw=*/seed=*/metrics.jsonl")}
 
 
 def test_plot_command_redraws(sweep_setup, capsys):
-    sweep_dir, _ = sweep_setup
-    assert main(["plot", str(sweep_dir / "plw=1"), str(sweep_dir)]) == 0
+    sweep_dir, *_ = sweep_setup
+    assert main(["plot", str(sweep_dir / "plw=1" / "seed=1"), str(sweep_dir)]) == 0
     assert "losses.png" in capsys.readouterr().out
-    assert "--plw '1,0,1->0:linear'" in (sweep_dir / "report.md").read_text()  # the command survives a redraw
+    assert "--seeds 1,2" in (sweep_dir / "report.md").read_text()  # the command survives a redraw
     assert main(["plot", str(sweep_dir / "nothing-here")]) == 2
+
+
+def test_bad_seeds():
+    from plw.config import ConfigError
+    from plw.sweep import parse_seeds
+
+    assert parse_seeds("1, 2,3") == [1, 2, 3]
+    for bad, msg in (("1,1", "each seed once"), ("a", "integers"), ("-1", ">= 0"), ("", "non-empty")):
+        with pytest.raises(ConfigError, match=msg):
+            parse_seeds(bad)
 
 
 def test_bad_plw_list():
