@@ -164,6 +164,10 @@ def claim_c(runs: list[Run], acc: str | None) -> Verdict:
     finals = {label: sum(r.lines[-1].get(acc, 0.0) for r in rs) / len(rs) for label, _, rs in groups}
     best_label = max(finals, key=finals.get)
     target = TARGET_SHARE * finals[best_label]
+    start = max((ln[acc] for _, _, rs in groups for r in rs for ln in r.lines[:1] if ln.get("step") == 0), default=0.0)
+    if target <= start:
+        evidence = f"the target ({pct(target)}, {TARGET_SHARE:g} x the best mean final accuracy) is not above the untrained accuracy ({pct(start)})"
+        return Verdict("c", statement, "inconclusive", evidence, "none: no PLW improved on the start")
     pairs = matched_seeds(small, large)
     fewer = more = 0
     parts = []
