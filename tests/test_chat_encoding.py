@@ -284,3 +284,34 @@ def test_stats_and_encode_count_the_same_tokens(tmp_path):
         assert stats["completion_tokens_mean"] == pytest.approx(sum(c for _, c in counts) / len(rows))
         assert sorted(rgs[path.stem]) == pytest.approx(sorted(c / p for p, c in counts))
         assert stats["rows_eos_appended"] == report.eos_appended
+
+
+def test_plw_stats_reports_eos_appended_and_reads_a_template_file(tmp_path, capsys):
+    from plw.cli import main
+
+    folder = tmp_path / "tok"
+    tok_for(CHATML).save_pretrained(folder)  # a tokenizer whose own template ends turns with <|im_end|>
+    (tmp_path / "no_end.jinja").write_text(NO_END_LAST)
+    data = tmp_path / "pc.jsonl"
+    data.write_text(json.dumps(RECORD) + "\n" + json.dumps(RECORD | {"prompt": "Again?"}) + "\n")
+    assert main(["stats", str(data), "--tokenizer", str(folder), "--no-progress"]) == 0
+    assert "EOS appended" not in capsys.readouterr().out
+    args = ["stats", str(data), "--tokenizer", str(folder), "--no-progress", "--chat-template"]
+    assert main([*args, str(tmp_path / "no_end.jinja")]) == 0
+    assert "pc: EOS appended to 2 rows" in capsys.readouterr().out
+
+
+def test_run_config_keys_reach_the_encoder(tmp_path):
+    """The config keys drive the rows of a run and its data report (``plw train`` calls ``prepare_rows``)."""
+    from plw.runner import prepare_rows
+
+    (tmp_path / "no_end.jinja").write_text(NO_END_LAST)
+    data = tmp_path / "chat.jsonl"
+    data.write_text(json.dumps({"messages": _reasoning_conversation()}) + "\n")
+    keys = {"train_data": str(data), "chat_template": str(tmp_path / "no_end.jinja"), "multi_turn": "expand"}
+    tok = tok_for(CHATML)
+    rows, info, _ = prepare_rows(from_dict(keys), tok, "train")
+    assert len(rows) == 2 and info["eos_appended"] == 2
+    assert all(r["input_ids"][-1] == tok.eos_token_id for r in rows)
+    rows, info, _ = prepare_rows(from_dict(keys | {"add_eos": "never", "multi_turn": "last"}), tok, "train")
+    assert len(rows) == 1 and info["eos_appended"] == 0 and rows[0]["input_ids"][-1] != tok.eos_token_id

@@ -233,6 +233,10 @@ def train_run(config: RunConfig, progress: bool = True, resume: bool = False, ov
     checkpoint = check_resumable(config, resume, overwrite)
     resolve_model_path(config.model, with_weights=False)  # a missing local path fails here, not after data work
     tokenizer = load_tokenizer(config.model)
+    if config.chat_template:  # the run's template everywhere: rows, answer-choice ids, the saved tokenizer
+        from .data.chat import read_template
+
+        tokenizer.chat_template = read_template(config.chat_template)
     train_rows, train_info, choices = prepare_rows(config, tokenizer, "train")
     eval_rows, eval_info = None, None
     if config.eval_data is not None:

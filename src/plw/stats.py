@@ -383,10 +383,17 @@ def run_stats(
     template: str | None = None,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    chat_template: str | None = None,
+    add_eos: str = "auto",
+    multi_turn: str = "last",
     **options: Any,
 ) -> list[dict[str, Any]]:
     """``plw stats``: compute, print the table and the rows left out, and with ``out_dir`` write ``stats.json``,
-    ``stats.csv`` and ``rg_hist.png``. ``options`` go to :func:`compute_stats`."""
+    ``stats.csv`` and ``rg_hist.png``. ``chat_template``, ``add_eos`` and ``multi_turn`` render records as training
+    does; ``options`` go to :func:`compute_stats`."""
+    from .data.chat import chat_options
+
+    options["options"] = chat_options(chat_template, None, add_eos, multi_turn)
     tokenizer = None
     if tokenizer_name:
         from .models import load_tokenizer
