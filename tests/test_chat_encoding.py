@@ -7,22 +7,18 @@ rendered conversation and its ids), not against plw's own splitting.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 from tokenizers import processors
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tiny_tokenizers import KINDS, tiny_tokenizer  # noqa: E402
-
-from plw.config import ConfigError, from_dict  # noqa: E402
-from plw.data.encode import encode, encode_records  # noqa: E402
-from plw.data.errors import RecordError  # noqa: E402
-from plw.data.messages import ROLES, encode_messages  # noqa: E402
-from plw.data.sources import load_records  # noqa: E402
-from plw.roles import parse_role_weights  # noqa: E402
-from plw.stats import compute_stats  # noqa: E402
+from plw.config import ConfigError, from_dict
+from plw.data.encode import encode, encode_records
+from plw.data.errors import RecordError
+from plw.data.messages import ROLES, encode_messages
+from plw.data.sources import load_records
+from plw.roles import parse_role_weights
+from plw.stats import compute_stats
+from tests.tiny_tokenizers import KINDS, tiny_tokenizer
 
 TURN = "{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
 GEN = "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"

@@ -14,7 +14,7 @@ one-line error, or its row satisfies, checked against the template and the token
 * every token inside a prompt message's content carries that message's role (system text folded into the user turn
   is ``system``).
 
-``python tests/test_chat_templates.py`` prints the per-template outcome table of ``docs/chat-templates.md``.
+``python -m tests.test_chat_templates`` prints the per-template outcome table of ``docs/chat-templates.md``.
 """
 
 from __future__ import annotations
@@ -22,16 +22,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from plw.data.chat import ChatOptions  # noqa: E402
-from plw.data.errors import RecordError  # noqa: E402
-from plw.data.messages import ROLES, encode_conversation  # noqa: E402
-from tiny_tokenizers import tiny_tokenizer  # noqa: E402
+from plw.data.chat import ChatOptions
+from plw.data.errors import RecordError
+from plw.data.messages import ROLES, encode_conversation
+from tests.tiny_tokenizers import tiny_tokenizer
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "chat_templates"
 TOOL_CALL = {
