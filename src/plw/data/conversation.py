@@ -46,7 +46,6 @@ class Encoded:
     completion: list[int]
     role: list[int]
     message: list[int]
-    text: str
     eos_appended: bool = False
     tail_cut: bool = False
     history_rewritten: bool = False
@@ -254,4 +253,4 @@ def encode_chat(tokenizer: Any, messages: list[dict], options: ChatOptions) -> E
         message.append(last)
         role.append(ROLES.index("assistant"))
     completion = [0] * first + [1] * (len(ids) - first)
-    return Encoded(ids, completion, role, message, full, append, end < len(offsets), rewritten)
+    return Encoded(ids, completion, role, message, append, end < len(offsets), rewritten)
