@@ -20,6 +20,9 @@ EXPECTED = [
     {"prompt": "Two plus two?", "completion": "Four.", "id": "b", "system": "Be brief."},
 ]
 
+# A loader counts no encoding: the counters the encoder fills stay 0.
+NO_ENCODING = {"truncated": 0, "eos_appended": 0, "tail_cut": 0, "history_rewritten": 0}
+
 
 def write_jsonl(path: Path, rows: list) -> Path:
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
@@ -32,7 +35,7 @@ def test_jsonl_path_spec_gives_records_and_report(tmp_path):
     assert loaded.records == EXPECTED
     assert loaded.names == ["a", "b"]
     assert loaded.answer_choices is None
-    assert loaded.report.as_dict() == {"read": 2, "kept": 2, "skipped": 0, "dropped": {}, "examples": {}}
+    assert loaded.report.as_dict() == {"read": 2, "kept": 2, "skipped": 0, "dropped": {}, "examples": {}} | NO_ENCODING
     assert load_records({"source": "jsonl", "path": str(path)}).records == EXPECTED
 
 

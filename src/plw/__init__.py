@@ -6,7 +6,9 @@
 """
 
 from .data.collate import PaddingCollator
-from .data.encode import EncodeReport, RecordError, encode, encode_records
+from .data.encode import encode, encode_records
+from .data.errors import RecordError
+from .data.report import LoadReport
 from .loss import make_compute_loss_func, plw_loss, signed_labels, target_weights, weighted_nll_sum
 from .metrics import StreamingMetrics
 from .models import load_model, load_model_and_tokenizer, load_tokenizer
@@ -24,7 +26,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "EncodeReport",
+    "LoadReport",
     "PLWTrainer",
     "PaddingCollator",
     "RecordError",

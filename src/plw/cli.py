@@ -77,6 +77,9 @@ def _stats_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--completion-field", help="field holding the completion")
     p.add_argument("--prompt-template", help="prompt built from fields, e.g. '{instruction}\\n\\n{input}'")
     p.add_argument("--out", help="write stats.csv, stats.json and rg_hist.png into this folder")
+    p.add_argument("--chat-template", help="a Jinja chat template file replacing the tokenizer's (as chat_template)")
+    p.add_argument("--add-eos", choices=["auto", "always", "never"], default="auto", help="as the add_eos key")
+    p.add_argument("--multi-turn", choices=["last", "expand"], default="last", help="as the multi_turn key")
     p.add_argument("--num-proc", type=int, default=None, help="processes for tokenization (datasets.map)")
     p.add_argument("--strict", action="store_true", help="a bad row is an error instead of being counted and left out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -92,6 +95,9 @@ def _stats(args: argparse.Namespace) -> int:
             args.template,
             args.out,
             progress=not args.no_progress,
+            chat_template=args.chat_template,
+            add_eos=args.add_eos,
+            multi_turn=args.multi_turn,
             format=args.format,
             split=args.split,
             num_proc=args.num_proc,

@@ -58,6 +58,15 @@ class RunConfig:
     plw_values: list | None = _f(
         None, "values `plw sweep` trains, e.g. [1, 0.1, 0, '1->0:linear'] (overridden by --plw)"
     )
+    # Chat templates (plw.data.chat): a template file, its options, the stop token and multi-turn training.
+    chat_template: str | None = _f(
+        None, "a Jinja chat template file that replaces the tokenizer's (e.g. a training one)"
+    )
+    chat_template_kwargs: dict | None = _f(
+        None, "variables passed to the chat template, e.g. {enable_thinking: false, date_string: 1 Jan 2025}"
+    )
+    add_eos: str = _f("auto", "auto | always | never: append EOS to a completion (auto: when no stop token ends it)")
+    multi_turn: str = _f("last", "last | expand: train the last assistant turn, or one row per assistant turn")
     role_weights: dict | None = _f(
         None, "messages data: prompt weight per role {system, user, assistant, tool}, times plw (see plw.roles)"
     )
@@ -121,6 +130,7 @@ class RunConfig:
             raise ConfigError("train_data: required (a JSONL path or a data spec)")
         _choice("template", self.template, ("auto", "chat", "plain"))
         _choice("truncation", self.truncation, ("drop", "truncate_prompt_left"))
+        _check_chat(self)
         _choice("device", self.device, ("auto", "cpu", "cuda"))
         _choice("loss_impl", self.loss_impl, ("chunked", "plain"))
         _choice("nonfinite", self.nonfinite, ("stop", "skip"))
@@ -178,6 +188,20 @@ def check_seeds(values: Any, key: str) -> list[int]:
     if len(set(values)) != len(values):
         raise ConfigError(f"{key}: each seed once, got {values}")
     return list(values)
+
+
+def _check_chat(config: RunConfig) -> None:
+    """The chat-template keys: choices, a readable template file, options that plw does not set itself."""
+    from .data.chat import ADD_EOS, MULTI_TURN, chat_options
+
+    _choice("add_eos", config.add_eos, ADD_EOS)
+    _choice("multi_turn", config.multi_turn, MULTI_TURN)
+    try:
+        chat_options(config.chat_template, config.chat_template_kwargs)
+    except (ValueError, OSError) as err:
+        raise ConfigError(
+            str(err) if str(err).startswith("chat_template") else f"chat_template_kwargs: {err}"
+        ) from None
 
 
 def _choice(key: str, value: Any, allowed: tuple) -> None:

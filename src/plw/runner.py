@@ -49,8 +49,9 @@ def prepare_rows(config: RunConfig, tokenizer: Any, which: str) -> tuple[list[di
     loaded = load_records(spec)
     limit = config.max_train_rows if which == "train" else config.max_eval_rows
     records, names = loaded.records[:limit], loaded.names[:limit]
+    chat = {k: getattr(config, k) for k in ("chat_template", "chat_template_kwargs", "add_eos", "multi_turn")}
     rows, report = encode_records(
-        tokenizer, records, config.max_length, config.truncation, config.template, names=names
+        tokenizer, records, config.max_length, config.truncation, config.template, names=names, **chat
     )
     if not rows:
         raise ConfigError(f"{which}_data: no rows left after encoding ({report.summary()})")
@@ -250,6 +251,10 @@ def train_run(config: RunConfig, progress: bool = True, resume: bool = False, ov
     checkpoint = check_resumable(config, resume, overwrite)
     resolve_model_path(config.model, with_weights=False)  # a missing local path fails here, not after data work
     tokenizer = load_tokenizer(config.model)
+    if config.chat_template:  # the run's template everywhere: rows, answer-choice ids, the saved tokenizer
+        from .data.chat import read_template
+
+        tokenizer.chat_template = read_template(config.chat_template)
     train_rows, train_info, choices = prepare_rows(config, tokenizer, "train")
     eval_rows, eval_info = None, None
     if config.eval_data is not None:
@@ -365,4 +370,5 @@ def read_state(run_dir: Path) -> dict[str, Any] | None:
 
 def _summary_line(info: dict[str, Any]) -> str:
     dropped = ", ".join(f"{n} {r}" for r, n in info["dropped"].items()) or "none dropped"
-    return f"{info['source']}: {info['read']} read, {info['kept']} kept, {info['truncated']} truncated, {dropped}"
+    eos = f", EOS appended to {info['eos_appended']} rows" if info.get("eos_appended") else ""
+    return f"{info['source']}: {info['read']} read, {info['kept']} kept, {info['truncated']} truncated{eos}, {dropped}"

@@ -1,10 +1,10 @@
 """Generation-ratio statistics: how long completions are relative to prompts, per dataset.
 
-For a record, ``Rg = completion_tokens / prompt_tokens`` (DESIGN.md). With a tokenizer the counts are exactly
-those of :func:`plw.data.encode.encode` (chat template: the prompt is everything up to and including the generation
-prompt, the completion the rest; plain: ``BOS + prompt + "\\n"`` and ``completion + EOS``) or, for ``messages``
-records, of :func:`plw.data.messages.split_messages` (the last assistant turn is the completion). Without a
-tokenizer they are whitespace words of the raw prompt and completion text.
+For a record, ``Rg = completion_tokens / prompt_tokens`` (DESIGN.md). With a tokenizer the counts are those of the
+rows training would use: every record goes through :func:`plw.data.encode.encode_record`, the one encoder behind
+``plw.encode`` and training (chat template with its options, stop token or EOS appended, BOS as the tokenizer adds
+it), and the prompt and completion masks are summed. Without a tokenizer they are whitespace words of the raw
+prompt and completion text.
 
 A dataset is summarised by the arithmetic mean of Rg (dominated by the few rows with long completions), the
 geometric mean (the typical ratio on a log scale; always <= the arithmetic mean), the median, the 5th and 95th
@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from .data.encode import RecordError, _use_chat_template, render
+from .data.chat import ChatOptions
+from .data.encode import encode_record
 from .data.files import FILE_FORMATS
-from .data.messages import split_messages
 from .data.sources import open_records
 from .runio import atomic_write_json, atomic_write_text
 
@@ -55,6 +55,7 @@ EXTRA_KEYS = (
     "rows_dropped",
     "rows_empty_prompt",
     "rows_empty_completion",
+    "rows_eos_appended",
     "unit",
     "format",
     "source",
@@ -110,43 +111,43 @@ def _raw_texts(row: dict[str, Any]) -> tuple[str, str, list | None]:
     return row["prompt"], row["completion"], None
 
 
-def count_batch(batch: dict[str, list], tokenizer: Any = None, template: str = "auto") -> dict[str, list]:
-    """``Dataset.map(batched=True)`` function: prompt/completion counts of a batch of normalised rows."""
+def count_batch(
+    batch: dict[str, list], tokenizer: Any = None, template: str = "auto", options: ChatOptions | None = None
+) -> dict[str, list]:
+    """``Dataset.map(batched=True)`` function: prompt/completion counts of a batch of normalised rows (a
+    conversation under ``multi_turn: expand`` gives one count per assistant turn)."""
     n = len(batch["prompt"])
     rows = [{k: batch[k][i] for k in _TEXT_COLUMNS} for i in range(n)]
     raw = [_raw_texts(r) for r in rows]
-    empty = [not p.strip() or not c.strip() for p, c, _ in raw]
     if tokenizer is None:
         return {
             "n_prompt": [_words(p) for p, _, _ in raw],
             "n_completion": [_words(c) for _, c, _ in raw],
             "empty_prompt": [not p.strip() for p, _, _ in raw],
-            "empty": empty,
+            "empty": [not p.strip() or not c.strip() for p, c, _ in raw],
+            "eos_appended": [False] * n,
         }
-    chat = _use_chat_template(tokenizer, template)
-    texts = []
-    for row, (_, _, messages) in zip(rows, raw, strict=True):
+    out: dict[str, list] = {"n_prompt": [], "n_completion": [], "empty_prompt": [], "empty": [], "eos_appended": []}
+    for row, (p, c, messages) in zip(rows, raw, strict=True):
+        if not p.strip() or not c.strip():  # no meaningful ratio: counted as empty, not encoded
+            for key, value in zip(out, (0, 0, not p.strip(), True, False), strict=True):
+                out[key].append(value)
+            continue
         if messages is not None:
-            if not chat:
-                raise RecordError("messages records are counted through the chat template, not template 'plain'")
-            texts.append(split_messages(tokenizer, messages))
+            record: dict[str, Any] = {"messages": messages}
         else:
             record = {"prompt": row["prompt"], "completion": row["completion"], "system": row["system"]}
-            texts.append(render(tokenizer, record, template))
-    ids = tokenizer([t for pair in texts for t in pair], add_special_tokens=False, return_attention_mask=False)
-    lengths = [len(x) for x in ids["input_ids"]]
-    extra_p = extra_c = 0
-    if not chat:  # as encode(): BOS before the prompt when the tokenizer adds one, EOS after the completion
-        extra_p = int(
-            getattr(tokenizer, "bos_token_id", None) is not None and getattr(tokenizer, "add_bos_token", True)
-        )
-        extra_c = 1
-    return {
-        "n_prompt": [lengths[2 * i] + extra_p for i in range(n)],
-        "n_completion": [lengths[2 * i + 1] + extra_c for i in range(n)],
-        "empty_prompt": [not p.strip() for p, _, _ in raw],
-        "empty": empty,
-    }
+        for encoded, flags in encode_record(tokenizer, record, template=template, options=options):
+            if encoded is None:
+                continue
+            n_c = sum(encoded["completion_mask"])
+            n_p = len(encoded["input_ids"]) - n_c
+            out["n_prompt"].append(n_p)
+            out["n_completion"].append(n_c)
+            out["empty_prompt"].append(False)
+            out["empty"].append(n_p == 0 or n_c == 0)
+            out["eos_appended"].append(bool(flags.get("eos_appended")))
+    return out
 
 
 def _normalised(pairs: Iterator[tuple[str, dict]]) -> Iterator[dict[str, str | None]]:
@@ -165,6 +166,7 @@ def dataset_counts(
     num_proc: int | None = None,
     batch_size: int = 256,
     progress: bool = True,
+    options: ChatOptions | None = None,
 ) -> dict[str, Any]:
     """Per-row counts of one dataset: ``{"n_prompt", "n_completion"}`` (numpy, empty rows removed) plus the
     ``report`` of the loader, ``rows_empty_prompt``, ``rows_empty_completion``, ``format`` and ``description``."""
@@ -195,7 +197,7 @@ def dataset_counts(
                 batch_size=batch_size,
                 num_proc=num_proc if num_proc and num_proc > 1 and total >= 2 * batch_size else None,
                 remove_columns=list(_TEXT_COLUMNS),
-                fn_kwargs={"tokenizer": tokenizer, "template": template},
+                fn_kwargs={"tokenizer": tokenizer, "template": template, "options": options},
                 new_fingerprint=uuid.uuid4().hex,
                 desc=f"counting {stream.description}",
             ).with_format("numpy")
@@ -207,6 +209,7 @@ def dataset_counts(
                 "n_completion": np.asarray(cols["n_completion"])[~empty],
                 "rows_empty_prompt": int(empty_prompt.sum()),
                 "rows_empty_completion": int((empty & ~empty_prompt).sum()),
+                "rows_eos_appended": int(np.asarray(cols.get("eos_appended", np.zeros(0)), dtype=bool).sum()),
             }
             del ds, counted
     finally:
@@ -275,6 +278,7 @@ def compute_stats(
     num_proc: int | None = None,
     strict: bool = False,
     progress: bool = True,
+    options: ChatOptions | None = None,
     **mapping: Any,
 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
     """One statistics row per dataset (keys :data:`STATS_KEYS` + :data:`EXTRA_KEYS`) and each dataset's Rg values."""
@@ -287,7 +291,7 @@ def compute_stats(
         seen.add(label)
         spec = dataset_spec(arg, format, split, **mapping)
         spec["strict"] = strict
-        counts = dataset_counts(spec, tokenizer, template, num_proc, progress=progress)
+        counts = dataset_counts(spec, tokenizer, template, num_proc, progress=progress, options=options)
         stats = summarize(counts["n_prompt"], counts["n_completion"])
         report = counts["report"]
         row = {
@@ -297,6 +301,7 @@ def compute_stats(
             "rows_dropped": report.n_dropped,
             "rows_empty_prompt": counts["rows_empty_prompt"],
             "rows_empty_completion": counts["rows_empty_completion"],
+            "rows_eos_appended": counts["rows_eos_appended"],
             "unit": "tokens" if tokenizer is not None else "words",
             "format": counts["format"],
             "source": counts["description"],
@@ -380,6 +385,10 @@ def report_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
             parts.append(f"{r['rows_empty_prompt']} empty prompt")
         if r["rows_empty_completion"]:
             parts.append(f"{r['rows_empty_completion']} empty completion")
+        if r.get("rows_eos_appended"):
+            lines.append(
+                f"{r['dataset']}: EOS appended to {r['rows_eos_appended']} rows (the template ends them with no stop token)"
+            )
         if parts:
             lines.append(f"{r['dataset']}: {r['rows_read']} read, {r['rows']} counted; left out: {'; '.join(parts)}")
     return lines
@@ -391,10 +400,17 @@ def run_stats(
     template: str | None = None,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    chat_template: str | None = None,
+    add_eos: str = "auto",
+    multi_turn: str = "last",
     **options: Any,
 ) -> list[dict[str, Any]]:
     """``plw stats``: compute, print the table and the rows left out, and with ``out_dir`` write ``stats.json``,
-    ``stats.csv`` and ``rg_hist.png``. ``options`` go to :func:`compute_stats`."""
+    ``stats.csv`` and ``rg_hist.png``. ``chat_template``, ``add_eos`` and ``multi_turn`` render records as training
+    does; ``options`` go to :func:`compute_stats`."""
+    from .data.chat import chat_options
+
+    options["options"] = chat_options(chat_template, None, add_eos, multi_turn)
     tokenizer = None
     if tokenizer_name:
         from .models import load_tokenizer

@@ -39,7 +39,9 @@ def parse_seeds(text: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise ConfigError(f"--seeds: expected integers separated by commas, e.g. --seeds 1,2,3, got {text!r}") from None
+        raise ConfigError(
+            f"--seeds: expected integers separated by commas, e.g. --seeds 1,2,3, got {text!r}"
+        ) from None
     return check_seeds(values, "--seeds")
 
 

@@ -1,39 +1,48 @@
 """Records -> token ids with exact prompt/completion masks.
 
-A record ``{"prompt": str, "completion": str}`` (optionally ``"system": str``) becomes one token sequence in which
-every token is either prompt or completion:
+A record ``{"prompt": str, "completion": str}`` (optionally ``"system": str``) or ``{"messages": [...]}`` becomes
+token sequences in which every token is either prompt or completion:
 
-* **chat template** (the default when the tokenizer has one): the prompt is everything the template renders for
-  ``[system?, user=prompt]`` with the generation prompt (``<|im_start|>assistant\\n`` for SmolLM2); the completion is
-  everything the template renders after that when the assistant turn is added (the answer plus the end-of-turn
-  token(s), so the model learns to stop). Prompt and completion text are tokenized separately, exactly as at
-  inference time (the prompt is tokenized, the model then produces the completion tokens), so decoding the
-  completion tokens gives back the rendered completion text.
+* **chat template** (the default when the tokenizer has one, or a ``chat_template`` is given): the record is a
+  conversation (``[system?, user=prompt, assistant=completion]``) encoded by
+  :func:`plw.data.conversation.encode_chat`. The prompt is everything the template renders up to and including the
+  generation prompt (``<|im_start|>assistant\\n`` for SmolLM2); the completion is the rest of the assistant turn
+  and ends with a stop token: the template's end-of-turn, else EOS appended (``add_eos``). The ids are those of the
+  whole rendered conversation, split by character offsets, so the split is exact for byte-level BPE and
+  SentencePiece (Metaspace) tokenizers alike.
 * **plain** (no template, or ``template="plain"``): ``[BOS] prompt + separator`` is the prompt, ``completion + EOS``
   the completion. BOS is added only when the tokenizer adds it to ordinary text; the default separator is ``"\\n"``.
 
 Records longer than ``max_length`` are never cut inside the completion: ``drop`` (default) leaves them out,
-``truncate_prompt_left`` removes tokens from the start of the prompt. :func:`encode_records` counts what each
-policy touched.
+``truncate_prompt_left`` removes tokens from the start of the prompt. :func:`encode_records` counts in a
+:class:`~plw.data.report.LoadReport` what each policy touched, and how many completions got an EOS appended.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
-TRUNCATION_POLICIES = ("drop", "truncate_prompt_left")
+from .chat import ChatOptions, chat_options, has_template
+from .conversation import tokenize_with_offsets
+from .errors import RecordError, TooLongError
+from .messages import TRUNCATION_POLICIES, encode_conversation, split_messages, truncate
+from .report import LoadReport
+
 TEMPLATES = ("auto", "chat", "plain")
 
-
-class RecordError(ValueError):
-    """A record cannot be encoded; the message names the record (file and line, or index)."""
-
-
-class TooLongError(RecordError):
-    """The record does not fit ``max_length`` under the chosen truncation policy."""
+__all__ = [
+    "TEMPLATES",
+    "TRUNCATION_POLICIES",
+    "RecordError",
+    "TooLongError",
+    "encode",
+    "encode_record",
+    "encode_records",
+    "render",
+    "validate_record",
+]
 
 
 def validate_record(record: Any, where: str = "record") -> None:
@@ -53,32 +62,30 @@ def validate_record(record: Any, where: str = "record") -> None:
         raise RecordError(f"{where}: field 'system' must be a string")
 
 
-def _use_chat_template(tokenizer: Any, template: str) -> bool:
+def use_chat_template(tokenizer: Any, template: str, options: ChatOptions | None = None) -> bool:
+    """Whether records go through a chat template (``template`` is auto, chat or plain)."""
     if template not in TEMPLATES:
         raise ValueError(f"template must be one of {TEMPLATES}, got {template!r}")
-    has_template = bool(getattr(tokenizer, "chat_template", None))
-    if template == "chat" and not has_template:
-        raise ValueError("template='chat' but the tokenizer has no chat template")
-    return template == "chat" or (template == "auto" and has_template)
+    available = has_template(tokenizer, options or ChatOptions())
+    if template == "chat" and not available:
+        raise ValueError("template='chat' but the tokenizer has no chat template (give chat_template)")
+    return template == "chat" or (template == "auto" and available)
 
 
-def render(tokenizer: Any, record: dict, template: str = "auto", separator: str = "\n") -> tuple[str, str]:
-    """Return ``(prompt_text, completion_text)`` as the template renders them (plain mode: without BOS/EOS)."""
-    if not _use_chat_template(tokenizer, template):
-        return record["prompt"] + separator, record["completion"]
-    messages = [{"role": "user", "content": record["prompt"]}]
+def _as_messages(record: dict) -> list[dict]:
+    messages = [{"role": "user", "content": record["prompt"]}, {"role": "assistant", "content": record["completion"]}]
     if record.get("system") is not None:
         messages.insert(0, {"role": "system", "content": record["system"]})
-    prompt_text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    full_text = tokenizer.apply_chat_template(
-        messages + [{"role": "assistant", "content": record["completion"]}], tokenize=False
-    )
-    if not full_text.startswith(prompt_text):
-        raise RecordError(
-            "the chat template does not render the prompt with the generation prompt as a prefix of the full "
-            "conversation, so the completion cannot be located; use template='plain' or fix the template"
-        )
-    return prompt_text, full_text[len(prompt_text) :]
+    return messages
+
+
+def render(
+    tokenizer: Any, record: dict, template: str = "auto", separator: str = "\n", options: ChatOptions | None = None
+) -> tuple[str, str]:
+    """Return ``(prompt_text, completion_text)`` as the template renders them (plain mode: without BOS/EOS)."""
+    if not use_chat_template(tokenizer, template, options):
+        return record["prompt"] + separator, record["completion"]
+    return split_messages(tokenizer, _as_messages(record), options)
 
 
 def _adds_bos(tokenizer: Any) -> bool:
@@ -90,8 +97,74 @@ def _adds_bos(tokenizer: Any) -> bool:
     return bool(ids) and ids[0] == bos
 
 
-def _ids(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+def _encode_plain(tokenizer: Any, record: dict, separator: str, add_eos: str) -> tuple[dict, bool]:
+    prompt = record["prompt"] + separator
+    ids, offsets = tokenize_with_offsets(tokenizer, prompt + record["completion"])
+    first = next((j for j, (s, e) in enumerate(offsets) if e > len(prompt)), len(ids))
+    if first == len(ids):
+        raise RecordError("the completion renders to no tokens")
+    if _adds_bos(tokenizer):
+        ids, first = [tokenizer.bos_token_id] + ids, first + 1
+    eos = getattr(tokenizer, "eos_token_id", None)
+    appended = add_eos != "never"
+    if appended:
+        if eos is None:
+            raise ValueError("plain template needs a tokenizer with an EOS token (or add_eos: never)")
+        ids.append(eos)
+    completion = [0] * first + [1] * (len(ids) - first)
+    row = {"input_ids": ids, "attention_mask": [1] * len(ids), "prompt_mask": [1 - c for c in completion]}
+    row["completion_mask"] = completion
+    return row, appended
+
+
+def _options(options: ChatOptions | None, **keys: Any) -> ChatOptions:
+    if options is not None:
+        return options
+    return chat_options(**{k: v for k, v in keys.items() if v is not None})
+
+
+def encode_record(
+    tokenizer: Any,
+    record: dict,
+    max_length: int | None = None,
+    truncation: str = "drop",
+    template: str = "auto",
+    separator: str = "\n",
+    options: ChatOptions | None = None,
+) -> Iterator[tuple[dict[str, list[int]] | None, dict[str, bool]]]:
+    """The rows of one record (several for a conversation under ``multi_turn: expand``), each with its flags
+    ``{eos_appended, tail_cut, history_rewritten}`` (a row is None for an expanded turn that is too long). This is the one encoder behind training and ``plw stats``."""
+    options = options or ChatOptions()
+    if truncation not in TRUNCATION_POLICIES:
+        raise ValueError(f"truncation must be one of {TRUNCATION_POLICIES}, got {truncation!r}")
+    chat = use_chat_template(tokenizer, template, options)
+    if isinstance(record, dict) and "messages" in record:
+        if not chat:
+            raise RecordError("messages records need the chat template (template: auto or chat), not plain")
+        messages = record["messages"]
+        ends = [len(messages)]
+        if options.multi_turn == "expand" and isinstance(messages, list):
+            ends = [k + 1 for k, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "assistant"]
+        for end in ends:
+            try:
+                row, enc = encode_conversation(tokenizer, messages[:end], max_length, truncation, "last", options)
+            except TooLongError:
+                if len(ends) == 1:
+                    raise
+                yield None, {}  # one turn of an expanded conversation is too long: the others stay
+                continue
+            yield row, {"eos_appended": enc.eos_appended, "tail_cut": enc.tail_cut,
+                        "history_rewritten": enc.history_rewritten}  # fmt: skip
+        return
+    validate_record(record)
+    if not chat:
+        row, appended = _encode_plain(tokenizer, record, separator, options.add_eos)
+        yield truncate(row, max_length, truncation), {"eos_appended": appended}
+        return
+    row, enc = encode_conversation(tokenizer, _as_messages(record), max_length, truncation, "last", options)
+    row.pop("role_ids")
+    row.pop("turn_ids")
+    yield row, {"eos_appended": enc.eos_appended, "tail_cut": enc.tail_cut}
 
 
 def encode(
@@ -101,81 +174,25 @@ def encode(
     truncation: str = "drop",
     template: str = "auto",
     separator: str = "\n",
+    chat_template: str | Path | None = None,
+    chat_template_kwargs: dict[str, Any] | None = None,
+    add_eos: str = "auto",
+    options: ChatOptions | None = None,
 ) -> dict[str, list[int]]:
-    """Encode one record into ``input_ids``, ``attention_mask``, ``prompt_mask`` and ``completion_mask``.
+    """Encode one record into ``input_ids``, ``attention_mask``, ``prompt_mask`` and ``completion_mask`` (a
+    ``messages`` record adds ``role_ids`` and ``turn_ids``; its last assistant turn is the completion).
 
-    Raises :class:`TooLongError` when the record exceeds ``max_length`` and cannot be shortened under
-    ``truncation`` (``drop``, or a completion that alone does not fit).
+    ``chat_template`` (a Jinja file or text) replaces the tokenizer's template; ``chat_template_kwargs`` are passed
+    to it (``enable_thinking``, ``tools``, ...); ``add_eos`` is ``auto``, ``always`` or ``never``. Raises
+    :class:`TooLongError` when the record exceeds ``max_length`` and cannot be shortened under ``truncation``.
 
     >>> row = encode(tok, {"prompt": "2+2?", "completion": "4"})     # doctest: +SKIP
     >>> tok.decode([t for t, c in zip(row["input_ids"], row["completion_mask"]) if c])  # doctest: +SKIP
     '4<|im_end|>\\n'
     """
-    validate_record(record)
-    if truncation not in TRUNCATION_POLICIES:
-        raise ValueError(f"truncation must be one of {TRUNCATION_POLICIES}, got {truncation!r}")
-    chat = _use_chat_template(tokenizer, template)
-    prompt_text, completion_text = render(tokenizer, record, template, separator)
-    prompt_ids = _ids(tokenizer, prompt_text)
-    completion_ids = _ids(tokenizer, completion_text)
-    if not chat:
-        if _adds_bos(tokenizer):
-            prompt_ids = [tokenizer.bos_token_id] + prompt_ids
-        if tokenizer.eos_token_id is None:
-            raise ValueError("plain template needs a tokenizer with an EOS token")
-        completion_ids = completion_ids + [tokenizer.eos_token_id]
-    if not completion_ids:
-        raise RecordError("the completion renders to no tokens")
-    truncated = 0
-    if max_length is not None and len(prompt_ids) + len(completion_ids) > max_length:
-        excess = len(prompt_ids) + len(completion_ids) - max_length
-        # Keep at least one prompt token: the first completion token must be predicted from something.
-        if truncation == "drop" or excess > len(prompt_ids) - 1:
-            raise TooLongError(
-                f"{len(prompt_ids) + len(completion_ids)} tokens > max_length {max_length} "
-                f"(prompt {len(prompt_ids)}, completion {len(completion_ids)}; truncation={truncation!r})"
-            )
-        prompt_ids = prompt_ids[excess:]
-        truncated = excess
-    n_p, n_c = len(prompt_ids), len(completion_ids)
-    row = {
-        "input_ids": prompt_ids + completion_ids,
-        "attention_mask": [1] * (n_p + n_c),
-        "prompt_mask": [1] * n_p + [0] * n_c,
-        "completion_mask": [0] * n_p + [1] * n_c,
-    }
-    if truncated:
-        row["truncated_tokens"] = truncated
-    return row
-
-
-@dataclass
-class EncodeReport:
-    """What encoding did to a set of records: nothing is dropped or shortened without being counted here."""
-
-    read: int = 0
-    kept: int = 0
-    truncated: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)
-    examples: dict[str, list[str]] = field(default_factory=dict)
-
-    def drop(self, reason: str, where: str) -> None:
-        self.dropped[reason] = self.dropped.get(reason, 0) + 1
-        if len(self.examples.setdefault(reason, [])) < 5:
-            self.examples[reason].append(where)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "read": self.read,
-            "kept": self.kept,
-            "truncated": self.truncated,
-            "dropped": dict(self.dropped),
-            "examples": {k: list(v) for k, v in self.examples.items()},
-        }
-
-    def summary(self) -> str:
-        dropped = ", ".join(f"{n} {reason}" for reason, n in self.dropped.items()) or "none"
-        return f"{self.read} read, {self.kept} kept, {self.truncated} truncated (prompt cut on the left), dropped: {dropped}"
+    opts = _options(options, chat_template=chat_template, chat_template_kwargs=chat_template_kwargs, add_eos=add_eos)
+    row, _ = next(encode_record(tokenizer, record, max_length, truncation, template, separator, opts))
+    return row  # type: ignore[return-value]  # a single conversation raises TooLongError instead of None
 
 
 def encode_records(
@@ -186,54 +203,47 @@ def encode_records(
     template: str = "auto",
     separator: str = "\n",
     names: Iterable[str] | None = None,
-) -> tuple[list[dict[str, list[int]]], EncodeReport]:
-    """Encode many records; return the rows and an :class:`EncodeReport`.
+    chat_template: str | Path | None = None,
+    chat_template_kwargs: dict[str, Any] | None = None,
+    add_eos: str = "auto",
+    multi_turn: str = "last",
+    options: ChatOptions | None = None,
+) -> tuple[list[dict[str, list[int]]], LoadReport]:
+    """Encode many records; return the rows and a :class:`LoadReport`.
 
-    Invalid records raise :class:`RecordError` naming the record (``names`` gives each one a location such as
-    ``file.jsonl:12``); records that are too long are dropped or truncated as ``truncation`` says and counted.
+    Invalid records and template failures raise :class:`RecordError` naming the record (``names`` gives each one
+    a location such as ``file.jsonl:12``); records that are too long are dropped or truncated as ``truncation``
+    says and counted, as are completions that got an EOS appended. With ``multi_turn="expand"`` a conversation
+    gives one row per assistant turn (``kept`` counts rows).
     """
     if max_length is not None and (not isinstance(max_length, int) or max_length < 2):
         raise ValueError(f"max_length must be an integer >= 2, got {max_length!r}")
-    report = EncodeReport()
+    opts = _options(
+        options,
+        chat_template=chat_template,
+        chat_template_kwargs=chat_template_kwargs,
+        add_eos=add_eos,
+        multi_turn=multi_turn,
+    )
+    report = LoadReport()
     rows = []
     name_iter = iter(names) if names is not None else None
     for i, record in enumerate(records):
         where = next(name_iter) if name_iter is not None else f"record {i}"
         report.read += 1
         try:
-            if isinstance(record, dict) and "messages" in record:
-                row = _encode_conversation(tokenizer, record, max_length, truncation, template)
-            else:
+            validate = not (isinstance(record, dict) and "messages" in record)
+            if validate:
                 validate_record(record, where)
-                row = encode(tokenizer, record, max_length, truncation, template, separator)
+            for row, flags in encode_record(tokenizer, record, max_length, truncation, template, separator, opts):
+                if row is None:
+                    report.drop("too_long", where)
+                    continue
+                report.count(truncated=bool(row.pop("truncated_tokens", 0)), **flags)
+                rows.append(row)
         except TooLongError:
             report.drop("too_long", where)
-            continue
         except RecordError as err:
             msg = str(err)
             raise RecordError(msg if msg.startswith(where) else f"{where}: {msg}") from None
-        if row.pop("truncated_tokens", 0):
-            report.truncated += 1
-        rows.append(row)
-        report.kept += 1
     return rows, report
-
-
-def _encode_conversation(tokenizer: Any, record: dict, max_length: int | None, truncation: str, template: str) -> dict:
-    """A ``messages`` record through :func:`plw.data.messages.encode_messages` (chat templates only)."""
-    from .messages import encode_messages
-
-    if template == "plain":
-        raise RecordError("messages records need the chat template (template: auto or chat), not plain")
-    row = encode_messages(tokenizer, record["messages"])
-    if max_length is not None and len(row["input_ids"]) > max_length:
-        # Raises TooLongError under "drop" or when the completion alone does not fit.
-        row = encode_messages(tokenizer, record["messages"], max_length, truncation)
-        row["truncated_tokens"] = 1
-    return row
-
-
-def rg_of_row(row: dict[str, list[int]]) -> float:
-    """Generation ratio of an encoded row: completion tokens / prompt tokens (inf for an empty prompt)."""
-    n_p, n_c = sum(row["prompt_mask"]), sum(row["completion_mask"])
-    return n_c / n_p if n_p else math.inf

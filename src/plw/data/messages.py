@@ -1,29 +1,43 @@
-"""Chat ``messages`` records: multi-turn conversations encoded with every token tagged by the role of its turn.
+"""Chat ``messages`` records: conversations encoded with every token tagged by the role of its turn.
 
 A record ``{"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": str}, ...]}`` is rendered with the
-tokenizer's chat template and cut into one text segment per turn by rendering prefixes of the conversation: turn
-``k`` is what ``messages[:k+1]`` adds to ``messages[:k]``. Two conventions keep the roles consistent with the
+chat template and encoded by :func:`plw.data.conversation.encode_chat`: the ids are those of the whole rendered
+conversation, and turns are found by characters. Two conventions keep the roles consistent with the
 prompt/completion split of DESIGN.md:
 
 * the generation prompt that opens an assistant turn (``<|im_start|>assistant\\n`` for SmolLM2) belongs to the
   turn before it, so for a single exchange ``role == assistant`` is exactly the completion of
   :func:`plw.data.encode.encode`;
 * text the template adds before the first turn (a default system prompt that it injects, a BOS token) is tagged
-  ``system``: it is found by rendering the first turn once with and once without an explicit system turn.
+  ``system``, and so is system text that the template folds into the first user turn.
 
 By default the last assistant turn is the completion and everything before it the prompt (``completion="last"``);
-``completion="all"`` makes every assistant turn completion. ``role_ids`` index :data:`ROLES` and ``turn_ids`` number
-the segments, so :mod:`plw.roles` can weight roles and turn positions separately.
+``completion="all"`` makes every assistant turn completion (refused for templates that rewrite history). ``role_ids``
+index :data:`ROLES`; ``turn_ids`` give the index of the message each token belongs to (-1 for template text before
+the first message), so :mod:`plw.roles` can weight roles and turn positions, and per-message fields (a ``weight``)
+can be looked up per token.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .encode import TRUNCATION_POLICIES, RecordError, TooLongError
+from .chat import ChatOptions, has_template
+from .chat import render as render_chat
+from .conversation import ROLES, Encoded, char_messages, completion_start, encode_chat
+from .errors import RecordError, TooLongError
 
-ROLES = ("system", "user", "assistant", "tool")
-_SENTINEL = "\u2063plw-sentinel\u2063"
+TRUNCATION_POLICIES = ("drop", "truncate_prompt_left")
+
+__all__ = ["ROLES", "TRUNCATION_POLICIES", "encode_messages", "messages_problem", "render_segments", "split_messages"]
+
+
+def _content_ok(turn: dict) -> bool:
+    content = turn.get("content")
+    if isinstance(content, str):
+        return True
+    # An assistant turn that only calls tools may have no content.
+    return content is None and turn.get("role") == "assistant" and bool(turn.get("tool_calls"))
 
 
 def messages_problem(messages: Any) -> str | None:
@@ -31,11 +45,7 @@ def messages_problem(messages: Any) -> str | None:
     if not isinstance(messages, list) or not messages:
         return "messages is not a non-empty list"
     for turn in messages:
-        if (
-            not isinstance(turn, dict)
-            or not isinstance(turn.get("role"), str)
-            or not isinstance(turn.get("content"), str)
-        ):
+        if not isinstance(turn, dict) or not isinstance(turn.get("role"), str) or not _content_ok(turn):
             return "a turn is not {role: str, content: str}"
         if turn["role"] not in ROLES:
             return f"unknown role {turn['role']!r}"
@@ -44,67 +54,63 @@ def messages_problem(messages: Any) -> str | None:
         return "no assistant turn"
     if roles[-1] != "assistant":
         return "turns after the last assistant turn"
-    if not messages[-1]["content"].strip():
+    if not (messages[-1].get("content") or "").strip() and not messages[-1].get("tool_calls"):
         return "empty completion"
     return None
 
 
-def _render(tokenizer: Any, messages: list[dict], generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
-
-
-def _preamble(tokenizer: Any, first: dict, rendered_first: str) -> str:
-    """Text the template puts before the first (non-system) turn, e.g. an injected default system prompt."""
-    try:
-        system = [{"role": "system", "content": _SENTINEL}]
-        with_system = _render(tokenizer, system + [first])
-        turn = with_system[len(_render(tokenizer, system)) :]
-    except Exception:  # a template without system turns: no preamble to separate
-        return ""
-    if _SENTINEL in turn or not turn or not rendered_first.endswith(turn):
-        return ""
-    return rendered_first[: len(rendered_first) - len(turn)]
-
-
-def render_segments(tokenizer: Any, messages: list[dict]) -> list[tuple[str, str]]:
-    """``[(role, text), ...]`` whose texts concatenate to the rendered conversation, one segment per turn (plus a
-    leading ``system`` segment for a template preamble). Raises :class:`RecordError` when prefixes of the
-    conversation do not render as prefixes of the whole (the turns then cannot be located)."""
+def _check(tokenizer: Any, messages: Any, options: ChatOptions) -> None:
     problem = messages_problem(messages)
     if problem:
         raise RecordError(problem)
-    if not getattr(tokenizer, "chat_template", None):
-        raise RecordError("messages records need a tokenizer with a chat template")
-    full = _render(tokenizer, messages)
-    ends = []
-    for k in range(1, len(messages) + 1):
-        opens_assistant = k < len(messages) and messages[k]["role"] == "assistant"
-        prefix = _render(tokenizer, messages[:k], generation_prompt=opens_assistant)
-        if not full.startswith(prefix) or (ends and len(prefix) < ends[-1]):
-            raise RecordError(
-                f"the chat template does not render the first {k} turns as a prefix of the whole conversation, "
-                "so the turns cannot be located"
-            )
-        ends.append(len(prefix))
-    ends[-1] = len(full)
-    segments = []
-    start = 0
-    if messages[0]["role"] != "system":
-        preamble = _preamble(tokenizer, messages[0], _render(tokenizer, messages[:1]))
-        if preamble:
-            segments.append(("system", preamble))
-            start = len(preamble)
-    for turn, end in zip(messages, ends, strict=True):
-        segments.append((turn["role"], full[start:end]))
-        start = end
-    return segments
+    if not has_template(tokenizer, options):
+        raise RecordError("messages records need a tokenizer with a chat template (or a chat_template file)")
 
 
-def split_messages(tokenizer: Any, messages: list[dict]) -> tuple[str, str]:
-    """``(prompt_text, completion_text)``: everything up to and including the generation prompt of the last
-    assistant turn, and that turn (used for token counts and Rg)."""
-    segments = render_segments(tokenizer, messages)
+def render_segments(tokenizer: Any, messages: list[dict], options: ChatOptions | None = None) -> list[tuple[str, str]]:
+    """``[(role, text), ...]``: the rendered conversation cut where the owning message changes (a leading ``system``
+    segment for a template preamble); the texts concatenate to the rendered conversation up to the end of the
+    last turn. Raises :class:`RecordError` when the last assistant turn cannot be located."""
+    options = options or ChatOptions()
+    _check(tokenizer, messages, options)
+    full = render_chat(tokenizer, messages, False, options)
+    c0 = completion_start(tokenizer, messages, full, options)
+    owner, _ = char_messages(tokenizer, messages, full, c0, options)
+    segments: list[tuple[int, str]] = []
+    for i, m in enumerate(owner):
+        if segments and segments[-1][0] == m:
+            segments[-1] = (m, segments[-1][1] + full[i])
+        else:
+            segments.append((m, full[i]))
+    segments.append((len(messages) - 1, full[c0:]))
+    return [("system" if m < 0 else messages[m]["role"], text) for m, text in segments]
+
+
+def split_messages(tokenizer: Any, messages: list[dict], options: ChatOptions | None = None) -> tuple[str, str]:
+    """``(prompt_text, completion_text)``: the rendered text up to and including the generation prompt of the last
+    assistant turn, and the rest (before any stop-token handling)."""
+    segments = render_segments(tokenizer, messages, options)
     return "".join(text for _, text in segments[:-1]), segments[-1][1]
+
+
+def truncate(row: dict[str, list[int]], max_length: int | None, truncation: str) -> dict[str, list[int]]:
+    """Apply ``max_length`` to an encoded row: drop it (:class:`TooLongError`) or cut prompt tokens on the left; a
+    completion is never cut and keeps at least one prompt token before it. Adds ``truncated_tokens`` when cut."""
+    if truncation not in TRUNCATION_POLICIES:
+        raise ValueError(f"truncation must be one of {TRUNCATION_POLICIES}, got {truncation!r}")
+    n = len(row["input_ids"])
+    if max_length is None or n <= max_length:
+        return row
+    excess = n - max_length
+    n_prompt = row["completion_mask"].index(1)
+    if truncation == "drop" or excess > n_prompt - 1:
+        raise TooLongError(
+            f"{n} tokens > max_length {max_length} (prompt {n_prompt}, completion {sum(row['completion_mask'])}; "
+            f"truncation={truncation!r})"
+        )
+    out = {k: (v[excess:] if isinstance(v, list) else v) for k, v in row.items()}
+    out["truncated_tokens"] = excess
+    return out
 
 
 def encode_messages(
@@ -113,46 +119,52 @@ def encode_messages(
     max_length: int | None = None,
     truncation: str = "drop",
     completion: str = "last",
+    options: ChatOptions | None = None,
 ) -> dict[str, list[int]]:
     """Encode a conversation into ``input_ids``, ``attention_mask``, ``prompt_mask``, ``completion_mask``,
-    ``role_ids`` (indices into :data:`ROLES`) and ``turn_ids`` (index of each token's segment, in order).
+    ``role_ids`` (indices into :data:`ROLES`) and ``turn_ids`` (index of each token's message).
 
-    Each segment of :func:`render_segments` is tokenized on its own, so every token has exactly one role and
-    decoding the tokens of a turn gives back its rendered text. ``max_length`` and ``truncation`` work as in
-    :func:`plw.data.encode.encode` (a completion is never cut; ``truncate_prompt_left`` cuts the oldest tokens).
+    ``max_length`` and ``truncation`` work as in :func:`plw.data.encode.encode` (a completion is never cut;
+    ``truncate_prompt_left`` cuts the oldest tokens).
     """
     if isinstance(messages, dict):
         messages = messages.get("messages")
+    return encode_conversation(tokenizer, messages, max_length, truncation, completion, options)[0]
+
+
+def encode_conversation(
+    tokenizer: Any,
+    messages: list[dict],
+    max_length: int | None = None,
+    truncation: str = "drop",
+    completion: str = "last",
+    options: ChatOptions | None = None,
+) -> tuple[dict[str, list[int]], Encoded]:
+    """:func:`encode_messages` and the :class:`~plw.data.conversation.Encoded` behind the row (its flags say
+    whether EOS was appended, text after the stop token was cut, the template rewrites history)."""
+    options = options or ChatOptions()
     if completion not in ("last", "all"):
         raise ValueError(f"completion must be 'last' or 'all', got {completion!r}")
     if truncation not in TRUNCATION_POLICIES:
         raise ValueError(f"truncation must be one of {TRUNCATION_POLICIES}, got {truncation!r}")
-    segments = render_segments(tokenizer, messages)
-    ids: list[int] = []
-    roles: list[int] = []
-    turns: list[int] = []
-    is_completion: list[int] = []
-    last = len(segments) - 1
-    for i, (role, text) in enumerate(segments):
-        seg = list(tokenizer(text, add_special_tokens=False)["input_ids"])
-        ids += seg
-        roles += [ROLES.index(role)] * len(seg)
-        turns += [i] * len(seg)
-        target = i == last if completion == "last" else role == "assistant"
-        is_completion += [int(target)] * len(seg)
-    if not any(is_completion):
+    _check(tokenizer, messages, options)
+    enc = encode_chat(tokenizer, messages, options)
+    target = enc.completion
+    if completion == "all":
+        if enc.history_rewritten:
+            raise RecordError(
+                "the chat template renders earlier turns differently once later turns exist, so earlier assistant "
+                "turns cannot be trained as rendered here; use multi_turn: expand"
+            )
+        target = [int(c or ROLES[r] == "assistant") for c, r in zip(enc.completion, enc.role, strict=True)]
+    if not any(target):
         raise RecordError("the completion renders to no tokens")
-    if max_length is not None and len(ids) > max_length:
-        excess = len(ids) - max_length
-        first_completion = is_completion.index(1)
-        if truncation == "drop" or excess > first_completion - 1:
-            raise TooLongError(f"{len(ids)} tokens > max_length {max_length} (truncation={truncation!r})")
-        ids, roles, turns, is_completion = ids[excess:], roles[excess:], turns[excess:], is_completion[excess:]
-    return {
-        "input_ids": ids,
-        "attention_mask": [1] * len(ids),
-        "prompt_mask": [1 - c for c in is_completion],
-        "completion_mask": is_completion,
-        "role_ids": roles,
-        "turn_ids": turns,
+    row = {
+        "input_ids": enc.input_ids,
+        "attention_mask": [1] * len(enc.input_ids),
+        "prompt_mask": [1 - c for c in target],
+        "completion_mask": target,
+        "role_ids": enc.role,
+        "turn_ids": enc.message,
     }
+    return truncate(row, max_length, truncation), enc

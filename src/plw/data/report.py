@@ -1,11 +1,13 @@
-"""What a loader did to its input: rows read, kept and dropped by reason, so nothing disappears silently."""
+"""What loading and encoding did to the data: rows read, kept, dropped by reason, truncated, given an EOS, so nothing
+changes or disappears silently. One class for both steps (a loader fills ``read/kept/skipped/dropped``; the encoder
+fills ``read/kept/dropped`` and the encoding counters)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from .encode import RecordError
+from .errors import RecordError
 
 EXAMPLES_PER_REASON = 5
 
@@ -21,6 +23,11 @@ class LoadReport:
     ``skipped`` counts rows of another subset than the one asked for (e.g. ``level: middle`` rows when
     ``config: high``): they are not bad rows. ``read == kept + skipped + sum(dropped.values())``.
 
+    The encoder counts ``truncated`` rows (prompt cut on the left), rows whose completion got an ``eos_appended``
+    (the template ended it with no stop token), rows with a ``tail_cut`` (text the template wrote after the stop
+    token, e.g. a next header, left out) and rows rendered by a template that rewrites history
+    (``history_rewritten``: earlier turns render differently once later turns exist).
+
     ``examples[reason]`` keeps the first few ids (or ``file:line`` locations) of the dropped rows. With
     ``strict`` the first dropped row raises :class:`RecordError` instead of being counted.
     """
@@ -28,6 +35,10 @@ class LoadReport:
     read: int = 0
     kept: int = 0
     skipped: int = 0
+    truncated: int = 0
+    eos_appended: int = 0
+    tail_cut: int = 0
+    history_rewritten: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[str]] = field(default_factory=dict)
     strict: bool = False
@@ -43,6 +54,20 @@ class LoadReport:
         if len(self.examples.setdefault(reason, [])) < EXAMPLES_PER_REASON:
             self.examples[reason].append(name)
 
+    def count(
+        self,
+        truncated: bool = False,
+        eos_appended: bool = False,
+        tail_cut: bool = False,
+        history_rewritten: bool = False,
+    ) -> None:
+        """Count one encoded row that is kept, with what encoding did to it."""
+        self.kept += 1
+        self.truncated += int(truncated)
+        self.eos_appended += int(eos_appended)
+        self.tail_cut += int(tail_cut)
+        self.history_rewritten += int(history_rewritten)
+
     @property
     def n_dropped(self) -> int:
         return sum(self.dropped.values())
@@ -52,6 +77,10 @@ class LoadReport:
             "read": self.read,
             "kept": self.kept,
             "skipped": self.skipped,
+            "truncated": self.truncated,
+            "eos_appended": self.eos_appended,
+            "tail_cut": self.tail_cut,
+            "history_rewritten": self.history_rewritten,
             "dropped": dict(self.dropped),
             "examples": {k: list(v) for k, v in self.examples.items()},
         }
@@ -61,5 +90,12 @@ class LoadReport:
         parts = [
             f"{n} {reason} (e.g. {', '.join(self.examples.get(reason, []))})" for reason, n in self.dropped.items()
         ]
-        skipped = f", {self.skipped} skipped (other subset)" if self.skipped else ""
-        return f"{self.read} read, {self.kept} kept{skipped}, dropped: {'; '.join(parts) or 'none'}"
+        notes = [
+            f"{self.skipped} skipped (other subset)" if self.skipped else "",
+            f"{self.truncated} truncated (prompt cut on the left)" if self.truncated else "",
+            f"EOS appended to {self.eos_appended} rows" if self.eos_appended else "",
+            f"text after the stop token cut from {self.tail_cut} rows" if self.tail_cut else "",
+            f"{self.history_rewritten} rows by a history-rewriting template" if self.history_rewritten else "",
+        ]
+        extra = "".join(f", {n}" for n in notes if n)
+        return f"{self.read} read, {self.kept} kept{extra}, dropped: {'; '.join(parts) or 'none'}"
