@@ -285,6 +285,9 @@ def train_run(config: RunConfig, progress: bool = True, resume: bool = False, ov
         packing=config.packing,
         max_length=config.max_length,
         nonfinite=config.nonfinite,
+        completion_loss_weight=config.completion_loss_weight,
+        loss_normalization=config.loss_normalization,
+        prompt_sample_rate=config.prompt_sample_rate,
         callbacks=[logger.callback],
     )
     if main:
