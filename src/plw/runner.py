@@ -51,11 +51,22 @@ def prepare_rows(config: RunConfig, tokenizer: Any, which: str) -> tuple[list[di
     )
     if not rows:
         raise ConfigError(f"{which}_data: no rows left after encoding ({report.summary()})")
+    weights = data_weights(rows, records)
     apply_role_weights(rows, config.role_weights, which)
     info = {"source": loaded.description, "records_available": len(loaded.records), **report.as_dict()}
     info["load"] = loaded.report.as_dict()  # what the loader read, kept and dropped (with reasons)
     info["rg"] = rg_summary(rows)
+    if weights is not None:
+        info["weights"] = weights
     return rows, info, loaded.answer_choices
+
+
+def data_weights(rows: list[dict], records: list[dict]) -> dict[str, Any] | None:
+    """Rows of a set all carry ``data_weight`` when any does (:mod:`plw.data.weights`); the weights' report."""
+    from .data.weights import complete_data_weights, weight_report
+
+    complete_data_weights(rows)
+    return weight_report(records, rows)
 
 
 def apply_role_weights(rows: list[dict], role_weights: dict | None, which: str = "train") -> None:

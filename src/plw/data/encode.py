@@ -214,9 +214,16 @@ def encode_records(
             raise RecordError(msg if msg.startswith(where) else f"{where}: {msg}") from None
         if row.pop("truncated_tokens", 0):
             report.truncated += 1
+        attach_data_weight(row, record, where)  # record and message weights (plw.data.weights)
         rows.append(row)
         report.kept += 1
     return rows, report
+
+
+def attach_data_weight(row: dict, record: Any, where: str) -> None:
+    from .weights import attach_data_weight as attach
+
+    attach(row, record, where)
 
 
 def _encode_conversation(tokenizer: Any, record: dict, max_length: int | None, truncation: str, template: str) -> dict:
