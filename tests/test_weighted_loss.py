@@ -171,3 +171,41 @@ def test_bad_trainer_options_are_refused(tiny_model, tmp_path, kwargs, message):
     args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
     with pytest.raises(ValueError, match=message):
         plw.PLWTrainer(model=tiny_model, args=args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"completion_loss_weight": 2}, r"completion_loss_weight must be in \[0, 1\], got 2"),
+        ({"completion_loss_weight": "1->x"}, "completion_loss_weight"),
+        ({"loss_normalization": "mean"}, "loss_normalization must be one of weight, tokens, got 'mean'"),
+        ({"prompt_sample_rate": 0}, r"prompt_sample_rate must be a number in \(0, 1\], got 0"),
+        ({"prompt_sample_rate": 1.5}, r"prompt_sample_rate must be a number in \(0, 1\], got 1.5"),
+        ({"prompt_sample_rate": True}, "prompt_sample_rate: expected float/int, got bool"),
+        ({"prompt_loss_weight": 0, "completion_loss_weight": 0}, "leaves nothing to learn"),
+    ],
+)
+def test_bad_loss_options_in_a_config_are_one_line_errors(values, message):
+    from plw.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError, match=message) as err:
+        from_dict({"train_data": "train.jsonl", **values})
+    assert "\n" not in str(err.value)
+
+
+def test_loss_options_in_a_config():
+    from plw.config import from_dict
+
+    config = from_dict(
+        {
+            "train_data": "t.jsonl",
+            "completion_loss_weight": "1->0.5:cosine",
+            "loss_normalization": "tokens",
+            "prompt_sample_rate": 0.25,
+        }
+    )
+    assert (config.completion_loss_weight, config.loss_normalization, config.prompt_sample_rate) == (
+        "1->0.5:cosine",
+        "tokens",
+        0.25,
+    )
