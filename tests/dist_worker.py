@@ -91,6 +91,7 @@ def run(job: dict[str, Any], out_dir: Path, per_device_batch: int) -> dict[str, 
         prompt_loss_weight=job["plw"],
         answer_choices=job["choice_ids"],
         callbacks=[capture],
+        **job.get("trainer_kwargs", {}),  # completion weight, loss normalisation, ...
     )
     metrics = trainer.evaluate()
     eval_seen, collator.seen = collator.seen, []
