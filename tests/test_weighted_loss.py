@@ -209,3 +209,41 @@ def test_loss_options_in_a_config():
         "tokens",
         0.25,
     )
+
+
+def test_completion_weight_schedule_sets_the_weight_of_every_step(tokenizer, tmp_path):
+    """The step normaliser sees the scheduled completion weight: 1 - step / 3 at steps 0, 1, 2."""
+    rows = weighted_rows(tokenizer, with_data_weight=False)
+    seen = []
+
+    class Recording(plw.PLWTrainer):
+        def step_weight(self, batches):
+            seen.append((self.completion_loss_weight, float(super().step_weight(batches))))
+            return super().step_weight(batches)
+
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=3,
+        learning_rate=0.01,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+    )
+    trainer = Recording(
+        model=make_tiny_model(len(tokenizer), seed=3),
+        args=args,
+        train_dataset=rows,
+        prompt_loss_weight=0.5,
+        completion_loss_weight="1->0:linear",
+    )
+    trainer.train()
+    prompt = sum(sum(r["prompt_mask"][1:]) for r in rows)
+    completion = sum(sum(r["completion_mask"][1:]) for r in rows)
+    for step, (cw, d) in enumerate(seen):
+        assert cw == pytest.approx(1 - step / 3)
+        assert d == pytest.approx(0.5 * prompt + (1 - step / 3) * completion)
+    logged = [entry["completion_loss_weight"] for entry in trainer.state.log_history if "loss" in entry]
+    assert logged == pytest.approx([1.0, 2 / 3, 1 / 3])
