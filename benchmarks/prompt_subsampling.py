@@ -5,7 +5,9 @@ One process, one model, one batch; every configuration is a full training micro-
 the chunked path (forward with the final hidden states captured, target weights, prompt targets drawn by
 :func:`plw.subsample.subsample_prompt`, chunked loss over the kept targets only, backward). Timings are interleaved
 (each repetition runs every configuration once, in turn) so that drifting load on a shared machine hits all alike;
-the median is reported as tokens/s (real tokens of the batch per second) and as a ratio to q = 1.
+the median is reported as tokens/s (real tokens of the batch per second) and as a ratio to q = 1, both per
+wall-clock second and per CPU second of this process (``time.process_time``, all its threads): on a shared machine
+the wall clock mostly measures the other jobs, the process's CPU time much less so.
 
 The gradient part takes the exact gradient at PLW 0.1 and the gradients of ``--draws`` subsampled estimates (draws
 for optimizer steps 0, 1, ...; the same exact denominator), and prints the cosine of each draw's gradient to the
@@ -121,20 +123,36 @@ def main() -> None:
 
     gradient(model, head, batch, PLW, 1.0, 0, denom_of(PLW), autocast)  # warm-up
     times: dict[str, list[float]] = {name: [] for name, _, _ in CONFIGS}
+    cpu: dict[str, list[float]] = {name: [] for name, _, _ in CONFIGS}
     for rep in range(args.reps):
         for name, plw_value, rate in CONFIGS:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             gradient(model, head, batch, plw_value, rate, rep, denom_of(plw_value), autocast)
             times[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
     base = statistics.median(times[CONFIGS[0][0]])
-    print(f"\n{'configuration':<18} {'s/step':>8} {'tokens/s':>9} {'speed vs q=1':>13} {'LM-head targets':>16}")
+    base_cpu = statistics.median(cpu[CONFIGS[0][0]])
+    print(
+        f"\n{'configuration':<18} {'s/step':>8} {'tokens/s':>9} {'vs q=1':>7} {'CPU s/step':>11} "
+        f"{'tokens/CPU-s':>13} {'vs q=1':>7} {'LM-head targets':>16}"
+    )
     results = {}
     for name, plw_value, rate in CONFIGS:
-        t = statistics.median(times[name])
+        t, c = statistics.median(times[name]), statistics.median(cpu[name])
         scored = prompt_targets * rate if plw_value > 0 else 0
         scored += int(batch["completion_mask"][:, 1:].sum())
-        results[name] = {"s_per_step": t, "tokens_per_s": tokens / t, "speedup": base / t}
-        print(f"{name:<18} {t:8.2f} {tokens / t:9.0f} {base / t:12.2f}x {scored:16.0f}")
+        results[name] = {
+            "s_per_step": t,
+            "tokens_per_s": tokens / t,
+            "speedup": base / t,
+            "cpu_s_per_step": c,
+            "tokens_per_cpu_s": tokens / c,
+            "cpu_speedup": base_cpu / c,
+        }
+        print(
+            f"{name:<18} {t:8.2f} {tokens / t:9.0f} {base / t:6.2f}x {c:11.2f} {tokens / c:13.0f} "
+            f"{base_cpu / c:6.2f}x {scored:16.0f}"
+        )
 
     exact = gradient(model, head, batch, PLW, 1.0, 0, denom_of(PLW), autocast)
     print(f"\ncosine of the subsampled gradient to the exact one at PLW {PLW} ({args.draws} draws per q)")
