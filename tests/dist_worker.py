@@ -50,7 +50,12 @@ class GradientCapture(TrainerCallback):
         self.grads: dict[str, torch.Tensor] = {}
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        self.grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+        # FSDP2 shards gradients as DTensors: full_tensor() gathers them (a collective: every rank runs this hook)
+        self.grads = {n: _full(p.grad).detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
 
 
 def run(job: dict[str, Any], out_dir: Path, per_device_batch: int) -> dict[str, Any]:
@@ -63,7 +68,7 @@ def run(job: dict[str, Any], out_dir: Path, per_device_batch: int) -> dict[str, 
     capture = GradientCapture()
     args = TrainingArguments(
         output_dir=str(out_dir / "trainer"),
-        use_cpu=True,
+        use_cpu=job.get("use_cpu", True),
         per_device_train_batch_size=per_device_batch,
         per_device_eval_batch_size=job["eval_batch_size"],
         gradient_accumulation_steps=1,
@@ -91,23 +96,28 @@ def run(job: dict[str, Any], out_dir: Path, per_device_batch: int) -> dict[str, 
         prompt_loss_weight=job["plw"],
         answer_choices=job["choice_ids"],
         callbacks=[capture],
+        **job.get("trainer_kwargs", {}),  # completion weight, loss normalisation, ...
     )
     metrics = trainer.evaluate()
     eval_seen, collator.seen = collator.seen, []
     trainer.train()
+    train_seen, collator.seen = collator.seen, []
+    metrics_after = trainer.evaluate()  # after one SGD step at lr 1: compares the update on any backend
     rank = trainer.args.process_index
     report = {
         "rank": rank,
         "world_size": trainer.args.world_size,
+        "distributed_type": str(getattr(trainer.accelerator.distributed_type, "value", "")),
         "init_checksum": init_checksum,
         "grad_checksum": float(sum(g.double().abs().sum() for g in capture.grads.values())),
         "eval": metrics,
+        "eval_after": metrics_after,
         "eval_rows_seen": eval_seen,
-        "train_rows_seen": collator.seen,
+        "train_rows_seen": train_seen,
     }
     (out_dir / f"rank{rank}.json").write_text(json.dumps(report))
+    params = {n: _full(p).detach().clone() for n, p in trainer.model.named_parameters()}  # every rank (FSDP)
     if trainer.is_world_process_zero():
-        params = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
         torch.save({"grads": capture.grads, "params": params}, out_dir / "tensors.pt")
     return report
 

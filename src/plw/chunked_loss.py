@@ -358,14 +358,17 @@ def chunked_weighted_nll_sum(
     position_ids: torch.Tensor | None = None,
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
     backend: str = "auto",
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(sum(w * nll), sum(w))`` of one micro-batch from the final hidden states ``[B, N, H]``.
 
     The same values as :func:`plw.loss.weighted_nll_sum` applied to ``head(hidden)``: hidden state ``n`` predicts
-    ``input_ids[:, n + 1]`` with the weight of :func:`plw.loss.target_weights`; targets of weight 0 are never
-    projected.
+    ``input_ids[:, n + 1]`` with the weight of :func:`plw.loss.target_weights` (or ``weights``, ``[B, N-1]``, when
+    given); targets of weight 0 are never projected, so prompt targets dropped by subsampling cost no LM head.
     """
-    w = target_weights(prompt_mask, completion_mask, plw, position_ids).to(hidden.device)
+    if weights is None:
+        weights = target_weights(prompt_mask, completion_mask, plw, position_ids)
+    w = weights.to(hidden.device)
     keep = w > 0
     selected = hidden[:, :-1][keep]
     targets = input_ids[:, 1:].to(hidden.device)[keep]

@@ -70,6 +70,16 @@ class RunConfig:
     role_weights: dict | None = _f(
         None, "messages data: prompt weight per role {system, user, assistant, tool}, times plw (see plw.roles)"
     )
+    # -- issue 16: completion weight, loss normalisation, prompt subsampling (checked by _check_loss_keys) --
+    completion_loss_weight: float | str | dict = _f(
+        1.0, "weight of completion tokens in [0, 1], or a schedule like prompt_loss_weight"
+    )
+    loss_normalization: str = _f(
+        "weight", "weight: loss = sum(w*nll)/sum(w) | tokens: sum(w*nll)/count(w>0), over each optimizer step"
+    )
+    prompt_sample_rate: float = _f(
+        1.0, "share q in (0, 1] of prompt targets scored per training step (weight w/q; evaluation stays exact)"
+    )
     lora: dict | None = _f(
         None, "LoRA settings {r, alpha, dropout, target_modules}; null for full fine-tuning", keys=LORA_KEYS
     )
@@ -126,6 +136,7 @@ class RunConfig:
                 self.role_weights = parse_role_weights(self.role_weights).to_config()
             except ValueError as err:
                 raise ConfigError(str(err)) from None
+        _check_loss_keys(self)
         if self.train_data is None:
             raise ConfigError("train_data: required (a JSONL path or a data spec)")
         _choice("template", self.template, ("auto", "chat", "plain"))
@@ -202,6 +213,23 @@ def _check_chat(config: RunConfig) -> None:
         raise ConfigError(
             str(err) if str(err).startswith("chat_template") else f"chat_template_kwargs: {err}"
         ) from None
+
+
+def _check_loss_keys(config: RunConfig) -> None:
+    """completion_loss_weight, loss_normalization, prompt_sample_rate; some weight must be able to be > 0."""
+    from .loss import check_normalization
+    from .subsample import check_sample_rate
+
+    try:
+        completion = parse_plw(config.completion_loss_weight, "completion_loss_weight")
+        check_normalization(config.loss_normalization)
+        config.prompt_sample_rate = check_sample_rate(config.prompt_sample_rate)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    config.completion_loss_weight = completion.to_config()
+    prompt = parse_plw(config.prompt_loss_weight)
+    if max(completion.start, completion.end) == 0 and max(prompt.start, prompt.end) == 0:
+        raise ConfigError("completion_loss_weight: 0 with prompt_loss_weight 0 leaves nothing to learn")
 
 
 def _choice(key: str, value: Any, allowed: tuple) -> None:

@@ -1,9 +1,12 @@
 """The prompt-loss-weighted causal-LM loss, as plain functions.
 
-Every target token ``t`` (predicted from the tokens before it) carries the weight ``w_t = plw * prompt_mask_t +
-completion_mask_t`` (with role weights, ``plw * role_weight_t`` on prompt tokens: :mod:`plw.roles`). The loss of an optimizer step is ``sum(w * nll) / sum(w)`` where both sums run over every
-micro-batch of gradient accumulation and every data-parallel rank. So the functions here return *sums*; the
-division by the step-level normaliser happens once (``PLWTrainer`` passes it as ``num_items_in_batch``).
+Every target token ``t`` (predicted from the tokens before it) carries the weight
+``w_t = (plw * role_weight_t * prompt_mask_t + completion_loss_weight * completion_mask_t) * data_weight_t``
+(role weights: :mod:`plw.roles`; ``data_weight`` is the record's weight times the message's, :mod:`plw.data.weights`;
+each factor defaults to 1). The loss of an optimizer step is ``sum(w * nll) / D`` where both sums run over every
+micro-batch of gradient accumulation and every data-parallel rank, and ``D`` is ``sum(w)``
+(``loss_normalization="weight"``) or the count of targets with ``w > 0`` (``"tokens"``). So the functions here return
+*sums*; the division by the step-level normaliser happens once (``PLWTrainer`` passes it as ``num_items_in_batch``).
 
 ``plw=1`` is the ordinary causal-LM loss, ``plw=0`` completion-only training.
 """
@@ -17,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 IGNORE_INDEX = -100
+NORMALIZATIONS = ("weight", "tokens")
 
 
 def check_plw(plw: Any, name: str = "prompt_loss_weight") -> float:
@@ -33,21 +37,41 @@ def target_weights(
     completion_mask: torch.Tensor,
     plw: float | torch.Tensor,
     position_ids: torch.Tensor | None = None,
+    completion_weight: float = 1.0,
+    data_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Weights of the *targets* ``input_ids[:, 1:]``: shape ``[B, N-1]``, float32.
 
     ``plw`` is a number, or a ``[B, N]`` tensor of per-token prompt weights (``plw`` times a role weight, see
-    :mod:`plw.roles`) aligned with the tokens. With ``position_ids`` (packed rows), a token that starts a row
-    (position 0) is never a target: it would be predicted from the previous row's last token.
+    :mod:`plw.roles`) aligned with the tokens. Completion tokens weigh ``completion_weight``. ``data_weight``
+    (``[B, N]``, aligned with the tokens) multiplies every weight: the record's and the message's weight of each
+    token. With ``position_ids`` (packed rows), a token that starts a row (position 0) is never a target: it would be
+    predicted from the previous row's last token.
     """
     if torch.is_tensor(plw):
         prompt = plw[:, 1:].to(prompt_mask.device, torch.float32) * prompt_mask[:, 1:].float()
     else:
         prompt = plw * prompt_mask[:, 1:].float()
-    w = prompt + completion_mask[:, 1:].float()
+    w = prompt + completion_weight * completion_mask[:, 1:].float()
+    if data_weight is not None:
+        w = w * data_weight[:, 1:].to(w.device, torch.float32)
     if position_ids is not None:
-        w = w * (position_ids[:, 1:] != 0).float()
+        w = w * (position_ids[:, 1:] != 0).to(w.device).float()
     return w
+
+
+def check_normalization(value: Any) -> str:
+    """Return ``value`` if it is a loss normalisation (``weight`` or ``tokens``), else raise ``ValueError``."""
+    if value not in NORMALIZATIONS:
+        raise ValueError(f"loss_normalization must be one of {', '.join(NORMALIZATIONS)}, got {value!r}")
+    return value
+
+
+def denominator(weights: torch.Tensor, normalization: str = "weight") -> torch.Tensor:
+    """The part of the loss's ``D`` that ``weights`` contribute: their sum, or (``"tokens"``) how many are > 0."""
+    if normalization == "tokens":
+        return (weights > 0).sum().to(torch.float32)
+    return weights.sum()
 
 
 def prompt_weights(plw: float, role_weight: torch.Tensor | None = None) -> float | torch.Tensor:
@@ -71,9 +95,16 @@ def weighted_nll_sum(
     completion_mask: torch.Tensor,
     plw: float | torch.Tensor,
     position_ids: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(sum(w * nll), sum(w))`` over the targets of one micro-batch."""
-    w = target_weights(prompt_mask, completion_mask, plw, position_ids).to(logits.device)
+    """Return ``(sum(w * nll), sum(w))`` over the targets of one micro-batch.
+
+    ``weights`` (``[B, N-1]``) replaces the weights of :func:`target_weights` when given (with a completion weight,
+    data weights or a subsampled prompt).
+    """
+    if weights is None:
+        weights = target_weights(prompt_mask, completion_mask, plw, position_ids)
+    w = weights.to(logits.device)
     nll = token_nll(logits, input_ids)
     return (w * nll).sum(), w.sum()
 

@@ -9,7 +9,9 @@ Metrics (names without the ``eval_`` prefix the Trainer adds):
 
 * ``prompt_loss``, ``completion_loss``: mean NLL over prompt / completion targets;
 * ``full_loss``: mean NLL over all targets with weight 1 (the ordinary causal-LM validation loss);
-* ``weighted_loss``: the training objective ``sum(w * nll) / sum(w)`` at the current plw;
+* ``weighted_loss``: the training objective ``sum(w * nll) / D`` at the current plw and completion weight, with
+  the rows' data weights; ``D = sum(w)``, or the count of targets with ``w > 0`` under ``normalization="tokens"``
+  (always exact: evaluation never subsamples);
 * ``completion_token_accuracy``: share of completion targets that are the arg-max over the vocabulary;
 * ``exact_match``: share of rows whose every completion target is the arg-max over the vocabulary under teacher
   forcing (the accuracy of tasks whose answers are words rather than letters);
@@ -33,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from .data.messages import ROLES
-from .loss import prompt_weights, target_weights
+from .loss import check_normalization, prompt_weights, target_weights
 
 _SUMS = (
     "prompt_nll",
@@ -42,6 +44,7 @@ _SUMS = (
     "completion_tokens",
     "weighted_nll",
     "weight",
+    "weighted_targets",
     "completion_correct",
     "rows",
     "answer_rows",
@@ -66,10 +69,21 @@ class StreamingMetrics:
         choice_token_ids: token ids of the answer choices (e.g. of ``A``, ``B``, ``C``, ``D``), or ``None``.
         chunk_tokens: how many target positions are turned into float32 log-probabilities at a time; bounds the
             extra memory of a batch to ``chunk_tokens x V`` floats.
+        completion_weight: weight of completion tokens in ``weighted_loss``.
+        normalization: ``"weight"`` or ``"tokens"``, the denominator of ``weighted_loss`` (see the module doc).
     """
 
-    def __init__(self, plw: float, choice_token_ids: Sequence[int] | None = None, chunk_tokens: int = 2048):
+    def __init__(
+        self,
+        plw: float,
+        choice_token_ids: Sequence[int] | None = None,
+        chunk_tokens: int = 2048,
+        completion_weight: float = 1.0,
+        normalization: str = "weight",
+    ):
         self.plw = float(plw)
+        self.completion_weight = float(completion_weight)
+        self.normalization = check_normalization(normalization)
         self.choice_token_ids = list(choice_token_ids) if choice_token_ids else None
         self.chunk_tokens = chunk_tokens
         self.sums: dict[str, torch.Tensor] | None = None
@@ -89,6 +103,7 @@ class StreamingMetrics:
         position_ids: torch.Tensor | None = None,
         role_ids: torch.Tensor | None = None,
         role_weight: torch.Tensor | None = None,
+        data_weight: torch.Tensor | None = None,
         row_ids: torch.Tensor | None = None,
     ) -> None:
         """Add one batch; ``logits`` is ``[B, N, V]`` aligned with ``input_ids`` ``[B, N]``."""
@@ -101,6 +116,7 @@ class StreamingMetrics:
             position_ids,
             role_ids,
             role_weight,
+            data_weight,
             row_ids,
         )
 
@@ -115,6 +131,7 @@ class StreamingMetrics:
         position_ids: torch.Tensor | None = None,
         role_ids: torch.Tensor | None = None,
         role_weight: torch.Tensor | None = None,
+        data_weight: torch.Tensor | None = None,
         row_ids: torch.Tensor | None = None,
     ) -> None:
         """Add one batch from the final hidden states ``[B, N, H]`` and the output projection ``head``.
@@ -131,6 +148,7 @@ class StreamingMetrics:
             position_ids,
             role_ids,
             role_weight,
+            data_weight,
             row_ids,
         )
 
@@ -144,6 +162,7 @@ class StreamingMetrics:
         position_ids: torch.Tensor | None,
         role_ids: torch.Tensor | None = None,
         role_weight: torch.Tensor | None = None,
+        data_weight: torch.Tensor | None = None,
         row_ids: torch.Tensor | None = None,
     ) -> None:
         """Shared body: ``logits_at(b_idx, t_idx)`` gives the ``[C, V]`` logits that predict ``input_ids[b, t+1]``."""
@@ -156,7 +175,14 @@ class StreamingMetrics:
         c_mask = completion_mask[:, 1:].bool() & starts
         if role_weight is not None:
             role_weight = role_weight.to(device)
-        weights = target_weights(prompt_mask, completion_mask, prompt_weights(self.plw, role_weight), position_ids)
+        weights = target_weights(
+            prompt_mask,
+            completion_mask,
+            prompt_weights(self.plw, role_weight),
+            position_ids,
+            completion_weight=self.completion_weight,
+            data_weight=data_weight,
+        )
         # Only the positions that are targets of some kind are turned into log-probabilities, in chunks.
         b_idx, t_idx = torch.nonzero(p_mask | c_mask, as_tuple=True)
         targets = input_ids[:, 1:][b_idx, t_idx]
@@ -181,6 +207,7 @@ class StreamingMetrics:
         s["completion_tokens"] += is_c.sum()
         s["weighted_nll"] += (w * nll).sum().double()
         s["weight"] += w.sum().double()
+        s["weighted_targets"] += (w > 0).sum()
         s["completion_correct"] += ((pred == targets) & is_c).sum()
         if role_ids is not None:
             target_roles = role_ids.to(device)[:, 1:][b_idx, t_idx]
@@ -244,7 +271,8 @@ class StreamingMetrics:
         ratio("prompt_loss", s["prompt_nll"], s["prompt_tokens"])
         ratio("completion_loss", s["completion_nll"], s["completion_tokens"])
         ratio("full_loss", s["prompt_nll"] + s["completion_nll"], s["prompt_tokens"] + s["completion_tokens"])
-        ratio("weighted_loss", s["weighted_nll"], s["weight"])
+        den = s["weighted_targets"] if self.normalization == "tokens" else s["weight"]
+        ratio("weighted_loss", s["weighted_nll"], den)
         ratio("completion_token_accuracy", s["completion_correct"], s["completion_tokens"])
         ratio("exact_match", s["exact_correct"], s["rows"])
         if self.choice_token_ids:

@@ -55,6 +55,7 @@ def prepare_rows(config: RunConfig, tokenizer: Any, which: str) -> tuple[list[di
     )
     if not rows:
         raise ConfigError(f"{which}_data: no rows left after encoding ({report.summary()})")
+    weights = data_weights(rows, records)
     apply_role_weights(rows, config.role_weights, which)
     if which == "eval":
         for i, row in enumerate(rows):  # the row's index in the validation set, for per-row outcomes
@@ -62,7 +63,17 @@ def prepare_rows(config: RunConfig, tokenizer: Any, which: str) -> tuple[list[di
     info = {"source": loaded.description, "records_available": len(loaded.records), **report.as_dict()}
     info["load"] = loaded.report.as_dict()  # what the loader read, kept and dropped (with reasons)
     info["rg"] = rg_summary(rows)
+    if weights is not None:
+        info["weights"] = weights
     return rows, info, loaded.answer_choices
+
+
+def data_weights(rows: list[dict], records: list[dict]) -> dict[str, Any] | None:
+    """Rows of a set all carry ``data_weight`` when any does (:mod:`plw.data.weights`); the weights' report."""
+    from .data.weights import complete_data_weights, weight_report
+
+    complete_data_weights(rows)
+    return weight_report(records, rows)
 
 
 def apply_role_weights(rows: list[dict], role_weights: dict | None, which: str = "train") -> None:
@@ -309,6 +320,9 @@ def train_run(config: RunConfig, progress: bool = True, resume: bool = False, ov
         packing=config.packing,
         max_length=config.max_length,
         nonfinite=config.nonfinite,
+        completion_loss_weight=config.completion_loss_weight,
+        loss_normalization=config.loss_normalization,
+        prompt_sample_rate=config.prompt_sample_rate,
         callbacks=[logger.callback],
     )
     if main:

@@ -35,9 +35,10 @@ from .chunked_loss import (
 from .data.collate import PaddingCollator
 from .data.packing import PackedCollator, PackedDataset, PackingStats, check_packing_isolation
 from .distributed import real_rows_of_last_batch
-from .loss import prompt_weights, target_weights, weighted_nll_sum
+from .loss import check_normalization, denominator, prompt_weights, target_weights, weighted_nll_sum
 from .metrics import StreamingMetrics
 from .schedule import PLWSchedule, parse_plw
+from .subsample import check_sample_rate, subsample_prompt, token_positions, with_row_index
 
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "position_ids")
 logger = logging.get_logger(__name__)
@@ -100,6 +101,16 @@ class PLWTrainer(Trainer):
         max_length: tokens per bin (required with ``packing``); rows must already fit (see :func:`plw.encode`).
         nonfinite: ``"stop"`` (default) raises :class:`NonFiniteLossError` naming the step when the training loss is
             NaN or infinite; ``"skip"`` drops that micro-batch's gradient and goes on.
+        completion_loss_weight: weight of completion tokens in [0, 1] (default 1), a constant or a schedule like
+            ``prompt_loss_weight``; ``self.completion_loss_weight`` holds the current value.
+        loss_normalization: ``"weight"`` (default): the step's loss is ``sum(w * nll) / sum(w)``; ``"tokens"``:
+            ``sum(w * nll) / count(w > 0)``, where the absolute weights matter, not only their ratio.
+        prompt_sample_rate: ``q`` in (0, 1]: each training step scores a random share ``q`` of the prompt targets
+            with weight ``w / q`` and skips the rest (:mod:`plw.subsample`); evaluation stays exact. Training rows
+            get a ``row_index`` column (the key of the draw) unless they carry one or come already packed.
+
+    Rows may carry a per-token ``data_weight`` column (record and message weights, :mod:`plw.data.weights`) that
+    multiplies every weight of the row, in training and in ``eval_weighted_loss``.
 
     Datasets are rows as :func:`plw.encode` returns them (a ``datasets.Dataset`` or a list). Stock
     ``TrainingArguments`` work: the mask columns are kept (``remove_unused_columns`` is turned off) and a padding
@@ -125,10 +136,19 @@ class PLWTrainer(Trainer):
         packing: bool = False,
         max_length: int | None = None,
         nonfinite: str = "stop",
+        completion_loss_weight: float | str | dict | PLWSchedule = 1.0,
+        loss_normalization: str = "weight",
+        prompt_sample_rate: float = 1.0,
         **kwargs: Any,
     ):
         self.plw_schedule = parse_plw(prompt_loss_weight)  # a ScheduleError (ValueError) names what is wrong
         self.prompt_loss_weight = self.plw_schedule.start  # every schedule starts at its start value
+        self.completion_schedule = parse_plw(completion_loss_weight, "completion_loss_weight")
+        self.completion_loss_weight = self.completion_schedule.start
+        self.loss_normalization = check_normalization(loss_normalization)
+        self.prompt_sample_rate = check_sample_rate(prompt_sample_rate)
+        if self.prompt_sample_rate < 1 and train_dataset is not None and not isinstance(train_dataset, PackedDataset):
+            train_dataset = with_row_index(train_dataset)
         if nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"nonfinite must be one of {', '.join(NONFINITE_POLICIES)}, got {nonfinite!r}")
         self.nonfinite = nonfinite
@@ -213,13 +233,21 @@ class PLWTrainer(Trainer):
         """The weight of each prompt token of a batch: the current PLW, times ``role_weight`` when the rows have it."""
         return prompt_weights(self.prompt_loss_weight, inputs.get("role_weight"))
 
-    def plw_at(self, step: int, epoch: float) -> float:
-        """The schedule's PLW at optimizer step ``step`` (0-based) starting at fractional epoch ``epoch``."""
-        if self.plw_schedule.is_constant:
-            return self.plw_schedule.start
+    def plw_at(self, step: int, epoch: float, schedule: PLWSchedule | None = None) -> float:
+        """The schedule's PLW (or ``schedule``'s value) at optimizer step ``step`` (0-based) starting at fractional
+        epoch ``epoch``."""
+        schedule = self.plw_schedule if schedule is None else schedule
+        if schedule.is_constant:
+            return schedule.start
         # With max_steps set, the Trainer's epoch count (rounded up) stands in for the length of training in epochs.
         epochs = self.args.num_train_epochs if self.args.max_steps <= 0 else self.state.num_train_epochs
-        return self.plw_schedule.value(step, epoch, total_steps=self.state.max_steps, total_epochs=float(epochs))
+        return schedule.value(step, epoch, total_steps=self.state.max_steps, total_epochs=float(epochs))
+
+    def current_completion_weight(self) -> float:
+        """The completion weight of the objective at this point of training (as :meth:`current_plw`)."""
+        if not self.state.max_steps:
+            return self.completion_loss_weight
+        return self.plw_at(self.state.global_step, float(self.state.epoch or 0.0), self.completion_schedule)
 
     def current_plw(self) -> float:
         """The PLW of the objective at this point of training: the schedule's value for the next optimizer step
@@ -228,18 +256,53 @@ class PLWTrainer(Trainer):
             return self.prompt_loss_weight
         return self.plw_at(self.state.global_step, float(self.state.epoch or 0.0))
 
+    def batch_weights(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The exact target weights ``[B, N-1]`` of a batch at the current prompt and completion weights."""
+        return target_weights(
+            inputs["prompt_mask"],
+            inputs["completion_mask"],
+            self.prompt_weights(inputs),
+            inputs.get("position_ids"),
+            completion_weight=self.completion_loss_weight,
+            data_weight=inputs.get("data_weight"),
+        )
+
     def step_weight(self, batches: Sequence[dict[str, torch.Tensor]]) -> torch.Tensor:
-        """Sum of target weights over ``batches`` on this process (the local part of the step normaliser)."""
+        """This process's part of the step normaliser ``D`` over ``batches``: the sum of the exact target weights,
+        or (``loss_normalization="tokens"``) the count of targets with weight > 0."""
         total = torch.zeros((), dtype=torch.float64)
         for b in batches:
-            w = target_weights(b["prompt_mask"], b["completion_mask"], self.prompt_weights(b), b.get("position_ids"))
-            total += w.sum().double().cpu()
+            total += denominator(self.batch_weights(b), self.loss_normalization).double().cpu()
         return total
+
+    def training_weights(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The weights the training loss uses: exact, or with the prompt subsampled (``prompt_sample_rate < 1``)
+        by a draw keyed on (seed, optimizer step, ``row_index``, position in the row)."""
+        weights = self.batch_weights(inputs)
+        if self.prompt_sample_rate >= 1:
+            return weights
+        if "row_index" not in inputs:
+            raise ValueError(
+                "prompt_sample_rate < 1 needs a row_index column in the training rows (plw.subsample.with_row_index, "
+                "applied before packing)"
+            )
+        positions = token_positions(inputs["input_ids"], inputs.get("position_ids"))
+        return subsample_prompt(
+            weights,
+            inputs["prompt_mask"],
+            inputs["row_index"],
+            positions,
+            self.prompt_sample_rate,
+            self.args.seed,
+            self.state.global_step,
+        )
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         """Log the current PLW as ``plw`` next to the training loss (console, TensorBoard, W&B, ...)."""
         if "loss" in logs:
             logs = {**logs, "plw": self.prompt_loss_weight}
+            if not (self.completion_schedule.is_constant and self.completion_schedule.start == 1.0):
+                logs["completion_loss_weight"] = self.completion_loss_weight
         super().log(logs, *args, **kwargs)
 
     def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: torch.device) -> tuple[list, Any]:
@@ -254,6 +317,9 @@ class PLWTrainer(Trainer):
             return batch_samples, None
         # The PLW of this optimizer step: set before the normaliser and the loss of its micro-batches use it.
         self.prompt_loss_weight = self.plw_at(self.state.global_step, float(self.state.epoch or 0.0))
+        self.completion_loss_weight = self.plw_at(
+            self.state.global_step, float(self.state.epoch or 0.0), self.completion_schedule
+        )
         total = self.step_weight(batch_samples).to(device)
         if self.args.world_size > 1:
             total = self.accelerator.reduce(total, reduction="sum")
@@ -292,25 +358,35 @@ class PLWTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> Any:
-        """``sum(w * nll)`` of this micro-batch over the step's total weight (or this batch's, outside training).
+        """``sum(w * nll)`` of this micro-batch over the step's normaliser ``D`` (or this batch's, outside training).
 
-        On the chunked path ``outputs.logits`` holds only the last position's logits.
+        In training, ``w`` may have its prompt subsampled (:meth:`training_weights`); ``D`` is always exact. A step
+        whose ``D`` is 0 (every weight 0) has loss 0. On the chunked path ``outputs.logits`` holds only the last
+        position's logits.
         """
         masks = (inputs["input_ids"], inputs["prompt_mask"], inputs["completion_mask"], self.prompt_weights(inputs))
+        weights = self.training_weights(inputs) if model.training else self.batch_weights(inputs)
         if self.loss_impl == "chunked":
             outputs, hidden, head = self._forward_hidden(model, inputs)
-            total, weight = chunked_weighted_nll_sum(
-                hidden, head, *masks, inputs.get("position_ids"), chunk_tokens=self.loss_chunk_tokens
+            total, _ = chunked_weighted_nll_sum(
+                hidden,
+                head,
+                *masks,
+                inputs.get("position_ids"),
+                chunk_tokens=self.loss_chunk_tokens,
+                weights=weights,
             )
         else:
             outputs = self._forward(model, inputs)
-            total, weight = weighted_nll_sum(outputs.logits, *masks, inputs.get("position_ids"))
+            total, _ = weighted_nll_sum(outputs.logits, *masks, inputs.get("position_ids"), weights=weights)
         if num_items_in_batch is None:
-            loss = total / weight.clamp(min=1e-12)
+            denom = denominator(self.batch_weights(inputs), self.loss_normalization).to(total.device)
+            scale = 1
         else:
             # Data-parallel backends average gradients over processes; the normaliser already covers all of
             # them, so undo the average.
-            loss = total / num_items_in_batch.to(total.device) * self.accelerator.num_processes
+            denom, scale = num_items_in_batch.to(total.device), self.accelerator.num_processes
+        loss = total / torch.where(denom > 0, denom, torch.ones_like(denom)) * scale
         if model.training:
             loss = self._guard_nonfinite(loss)
         return (loss, outputs) if return_outputs else loss
@@ -390,11 +466,16 @@ class PLWTrainer(Trainer):
         model = self._eval_model()
         model.eval()
         self.callback_handler.eval_dataloader = dataloader
-        metrics = StreamingMetrics(self.current_plw(), self.choice_token_ids)
+        metrics = StreamingMetrics(
+            self.current_plw(),
+            self.choice_token_ids,
+            completion_weight=self.current_completion_weight(),
+            normalization=self.loss_normalization,
+        )
         for inputs in dataloader:
             inputs = self._drop_repeated_rows(self._prepare_inputs(inputs))
             batch = (inputs["input_ids"], inputs["prompt_mask"], inputs["completion_mask"], inputs.get("position_ids"))
-            roles = {"role_ids": inputs.get("role_ids"), "role_weight": inputs.get("role_weight")}
+            roles = {k: inputs.get(k) for k in ("role_ids", "role_weight", "data_weight")}
             roles["row_ids"] = inputs.get("row_id")
             with torch.no_grad(), self.compute_loss_context_manager():
                 if self.loss_impl == "chunked":

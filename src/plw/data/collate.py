@@ -9,10 +9,14 @@ from typing import Any
 import torch
 
 MASK_KEYS = ("input_ids", "attention_mask", "prompt_mask", "completion_mask")
-# Per-token columns that conversations carry (plw.data.messages, plw.roles): the fill value and dtype of each.
+# Optional per-token columns, with the fill value and dtype of each: conversations carry role_ids / role_weight
+# (plw.data.messages, plw.roles); weighted data carries data_weight (plw.data.weights); prompt subsampling keys its
+# draw on row_index (plw.subsample).
 OPTIONAL_KEYS: dict[str, tuple[float, torch.dtype]] = {
     "role_ids": (-1, torch.long),
     "role_weight": (1.0, torch.float32),
+    "data_weight": (0.0, torch.float32),
+    "row_index": (-1, torch.long),
     # Evaluation rows: the row's index in the validation set, so per-row outcomes can be paired across runs.
     "row_id": (-1, torch.long),
 }
@@ -32,8 +36,8 @@ class PaddingCollator:
     """Right-pad a list of rows to the longest one (optionally to a multiple of ``pad_to_multiple_of``).
 
     Padding has ``attention_mask`` 0 and both segment masks 0, so it carries no weight. The optional per-token
-    columns ``role_ids`` (padded with -1) and ``role_weight`` (float) are kept when the rows have them; other keys
-    are dropped.
+    columns of :data:`OPTIONAL_KEYS` (``role_ids``, ``role_weight``, ``data_weight``, ``row_index``) are kept when
+    the rows have them; other keys are dropped.
     """
 
     pad_token_id: int = 0

@@ -240,6 +240,7 @@ def encode_records(
                     report.drop("too_long", where)
                     continue
                 report.count(truncated=bool(row.pop("truncated_tokens", 0)), **flags)
+                attach_data_weight(row, record, where)
                 rows.append(row)
         except TooLongError:
             report.drop("too_long", where)
@@ -247,3 +248,10 @@ def encode_records(
             msg = str(err)
             raise RecordError(msg if msg.startswith(where) else f"{where}: {msg}") from None
     return rows, report
+
+
+def attach_data_weight(row: dict, record: Any, where: str) -> None:
+    """Record and message weights as the row's per-token ``data_weight`` (:mod:`plw.data.weights`)."""
+    from .weights import attach_data_weight as attach
+
+    attach(row, record, where)

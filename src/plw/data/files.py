@@ -15,6 +15,10 @@ unless given:
   ``prompt`` get that Alpaca template automatically.
 * ``messages``: ``{"messages": [{"role", "content"}, ...]}`` (see :mod:`plw.data.messages`).
 * ``race``: RACE rows (``article``, ``question``, ``options``, ``answer``), see :mod:`plw.data.race`.
+
+In every format a row's ``weight`` field (``weight_field`` renames it) becomes the record's ``weight``, and the
+``weight`` of each message stays on the message (:mod:`plw.data.weights`); a weight that is not a finite number
+>= 0 is an error naming the row, whatever ``strict`` says.
 """
 
 from __future__ import annotations
@@ -165,6 +169,8 @@ class RowMapper:
         prompt_field, completion_field, system_field: where the texts are (prompt/completion format).
         prompt_template, completion_template: ``{field}`` templates instead of the fields.
         messages_field: where the turns are (messages format).
+        weight_field: the record weight's field (default ``weight``, optional in a row); when given, every row must
+            have it.
     """
 
     def __init__(
@@ -176,6 +182,7 @@ class RowMapper:
         completion_template: str | None = None,
         system_field: str | None = None,
         messages_field: str = "messages",
+        weight_field: str | None = None,
     ):
         if format is not None and format not in RECORD_FORMATS:
             raise ValueError(f"format must be one of {RECORD_FORMATS}, got {format!r}")
@@ -194,6 +201,7 @@ class RowMapper:
                 _placeholders(template)
         self.system_field = system_field
         self.messages_field = messages_field
+        self.weight_field = weight_field
 
     def _detect(self, row: dict[str, Any], where: str) -> None:
         fmt = detect_format(row)
@@ -207,7 +215,23 @@ class RowMapper:
             self.prompt_template, self.completion_template = ALPACA_PROMPT, "{output}"
 
     def __call__(self, row: dict[str, Any], where: str, report: LoadReport) -> dict | None:
-        """The record of ``row``, or None after counting why there is none."""
+        """The record of ``row`` with its weights checked, or None after counting why there is none."""
+        record = self._record(row, where, report)
+        if record is not None:
+            self._weights(row, record, where)
+        return record
+
+    def _weights(self, row: dict[str, Any], record: dict, where: str) -> None:
+        from .weights import check_message_weights, check_weight
+
+        field = self.weight_field or "weight"
+        if field in row:
+            record["weight"] = check_weight(row[field], where, field)
+        elif self.weight_field is not None:
+            raise SourceError(f"{where}: missing weight field {field!r} (weight_field)")
+        check_message_weights(record.get("messages"), where)
+
+    def _record(self, row: dict[str, Any], where: str, report: LoadReport) -> dict | None:
         if self.format is None:
             self._detect(row, where)
         if self.format == "race":

@@ -251,7 +251,7 @@ def padding_share(lengths: Sequence[int], batch_size: int, sort: bool = False) -
 
 
 def _as_rows(rows: Any) -> list[dict[str, list]]:
-    """Rows as plain lists of their packed columns: the three masks plus any optional ``role_ids``/``role_weight``."""
+    """Rows as plain lists of their packed columns: the three masks plus any optional per-token columns."""
     if hasattr(rows, "column_names"):  # datasets.Dataset: read the columns once, not row by row
         missing = [k for k in ROW_KEYS if k not in rows.column_names]
         if missing:
@@ -314,9 +314,9 @@ class PackedCollator:
     Items are bins from :class:`PackedDataset` (they carry ``position_ids``) or plain encoded rows (each becomes one
     segment whose positions start at 0), so this also serves as a padding-free collator without a packer. The
     output has ``input_ids``, ``position_ids``, ``prompt_mask``, ``completion_mask`` and ``bin_index`` (which item
-    of the batch each token came from; not a model input), plus ``role_ids`` / ``role_weight`` when the items carry
-    them. Run the model with ``use_cache=False`` and without an ``attention_mask``: transformers then isolates the
-    rows by their ``position_ids``.
+    of the batch each token came from; not a model input), plus the optional per-token columns (``role_ids``,
+    ``role_weight``, ``data_weight``, ``row_index``) the items carry. Run the model with ``use_cache=False`` and
+    without an ``attention_mask``: transformers then isolates the rows by their ``position_ids``.
 
     The flat layout suits flash-attention's variable-length kernels, whose cost grows with each row's length. The
     SDPA and eager kernels instead compute attention over the whole ``[T, T]`` block-diagonal mask, so for them a

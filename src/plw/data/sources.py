@@ -18,7 +18,8 @@ files) or a mapping with a ``source``:
 
 ``...mapping`` are the options of :class:`~plw.data.files.RowMapper`: ``format`` (``prompt_completion``,
 ``messages``, ``race``; detected from the first row's fields when absent), ``prompt_field``, ``completion_field``,
-``prompt_template``, ``completion_template``, ``system_field``, ``messages_field``.
+``prompt_template``, ``completion_template``, ``system_field``, ``messages_field``, ``weight_field`` (the field of
+the record weight, default ``weight``: :mod:`plw.data.weights`).
 
 Every source fills a :class:`~plw.data.report.LoadReport` (rows read, kept, dropped by reason with the first few
 ids); with ``strict`` the first bad row is an error instead, naming its file and line (and id).
@@ -47,6 +48,7 @@ MAPPING_KEYS = (
     "completion_template",
     "system_field",
     "messages_field",
+    "weight_field",
 )
 
 
