@@ -46,6 +46,10 @@ _SUMS = (
 )
 
 
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
 def answer_positions(completion_mask: torch.Tensor) -> torch.Tensor:
     """Boolean ``[B, N]``: the first token of every completion (also of each packed row in a flat sequence)."""
     prev = F.pad(completion_mask[:, :-1], (1, 0), value=0)
@@ -83,16 +87,12 @@ class StreamingMetrics:
         role_ids: torch.Tensor | None = None,
         role_weight: torch.Tensor | None = None,
     ) -> None:
-        """Add one batch; ``logits`` is ``[B, N, V]`` aligned with ``input_ids`` ``[B, N]``."""
-        self._update(
-            lambda b, t: logits[b, t],
-            logits.device,
-            input_ids,
-            prompt_mask,
-            completion_mask,
-            position_ids,
-            role_ids,
-            role_weight,
+        """Add one batch; ``logits`` is ``[B, N, V]`` aligned with ``input_ids`` ``[B, N]``.
+
+        The logits are the "hidden states" of :meth:`update_from_hidden` with an identity head: one reduction.
+        """
+        self.update_from_hidden(
+            logits, _identity, input_ids, prompt_mask, completion_mask, position_ids, role_ids, role_weight
         )
 
     @torch.no_grad()
@@ -109,32 +109,10 @@ class StreamingMetrics:
     ) -> None:
         """Add one batch from the final hidden states ``[B, N, H]`` and the output projection ``head``.
 
-        The same sums as :meth:`update` on ``head(hidden)``, but only ``chunk_tokens`` target positions are ever
-        projected at once (see :class:`plw.chunked_loss.FinalHiddenCapture` for getting ``hidden``).
+        Only the target positions are projected, ``chunk_tokens`` at a time, so at most ``chunk_tokens x V``
+        float32 logits exist at once (see :class:`plw.chunked_loss.FinalHiddenCapture` for getting ``hidden``).
         """
-        self._update(
-            lambda b, t: head(hidden[b, t]),
-            hidden.device,
-            input_ids,
-            prompt_mask,
-            completion_mask,
-            position_ids,
-            role_ids,
-            role_weight,
-        )
-
-    def _update(
-        self,
-        logits_at: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        device: torch.device,
-        input_ids: torch.Tensor,
-        prompt_mask: torch.Tensor,
-        completion_mask: torch.Tensor,
-        position_ids: torch.Tensor | None,
-        role_ids: torch.Tensor | None = None,
-        role_weight: torch.Tensor | None = None,
-    ) -> None:
-        """Shared body: ``logits_at(b_idx, t_idx)`` gives the ``[C, V]`` logits that predict ``input_ids[b, t+1]``."""
+        device = hidden.device
         self._init(device)
         input_ids, prompt_mask, completion_mask = (t.to(device) for t in (input_ids, prompt_mask, completion_mask))
         if position_ids is not None:
@@ -154,7 +132,7 @@ class StreamingMetrics:
         choice_pred = torch.empty(targets.shape, dtype=torch.long, device=device) if choices is not None else None
         for s in range(0, targets.numel(), self.chunk_tokens):
             e = s + self.chunk_tokens
-            chunk = logits_at(b_idx[s:e], t_idx[s:e]).float()
+            chunk = head(hidden[b_idx[s:e], t_idx[s:e]]).float()
             nll[s:e] = F.cross_entropy(chunk, targets[s:e], reduction="none")
             pred[s:e] = chunk.argmax(-1)
             if choice_pred is not None:
