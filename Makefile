@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-slow lint demo bench clean
+.PHONY: venv test test-slow lint mutate demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,12 +22,21 @@ venv: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+	# The architecture contract in pyproject.toml ([tool.importlinter]): layers and no import cycles.
+	PYTHONPATH=src $(VENV)/bin/lint-imports
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q -m "not slow"
 
+# The property tests with many more examples than `make test` gives them (tests/conftest.py, profile "thorough").
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q tests/test_properties.py --hypothesis-profile=thorough
+
+# Mutation testing of the core rules ([tool.mutmut] in pyproject.toml; docs/mutation-testing.md). Hours on 2 cores:
+# pass MUTANTS='plw.loss*' to run one module. `$(VENV)/bin/mutmut results` lists the survivors.
+MUTANTS ?=
+mutate: $(STAMP)
+	$(VENV)/bin/mutmut run $(MUTANTS)
 
 demo: $(STAMP)
 	$(VENV)/bin/plw sweep configs/demo.yaml
@@ -36,4 +45,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/eval_memory.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache mutants .hypothesis .import_linter_cache

@@ -7,6 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
+
+# Property tests (tests/test_properties.py): few examples in `make test`, many in `make test-slow`.
+settings.register_profile("fast", max_examples=12, deadline=None, derandomize=True)
+settings.register_profile("thorough", max_examples=300, deadline=None)
+settings.load_profile("fast")
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(min(2, torch.get_num_threads()))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import TrainingArguments
 
@@ -203,6 +204,34 @@ def test_bf16_autocast_keeps_the_loss_in_float32(tokenizer):
     for name, grad in got[2].items():
         assert grad.dtype == torch.float32 and torch.isfinite(grad).all()
         torch.testing.assert_close(grad.norm(), want[2][name].norm(), rtol=5e-2, atol=1e-6, msg=name)
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return ((got.double() - want.double()).norm() / want.double().norm()).item()
+
+
+def test_bf16_gradients_equal_the_plain_path_entry_by_entry(tokenizer):
+    # Norms alone do not see a gradient whose rows are permuted; compare the entries, at bf16's precision.
+    model = make_tiny_model(len(tokenizer), seed=8, tie=True)
+    batch = padded_batch(tokenizer)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = plain_loss_and_grads(model, batch, 0.1)
+        got = chunked_loss_and_grads(model, batch, 0.1, chunk_tokens=16)
+    for name, grad in got[2].items():
+        assert relative_error(grad, want[2][name]) < 0.02, name
+    # The fused kernel alone, several chunks, against autograd through F.cross_entropy under the same autocast.
+    torch.manual_seed(0)
+    head = nn.Linear(32, 300, bias=False)
+    hidden = torch.randn(45, 32, requires_grad=True)
+    targets = torch.randint(0, 300, (45,))
+    weights = torch.rand(45) + 0.1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = (weights * F.cross_entropy(head(hidden).float(), targets, reduction="none")).sum()
+    ref_h, ref_w = torch.autograd.grad(ref, (hidden, head.weight))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        total = linear_weighted_nll(hidden, head, targets, weights, chunk_tokens=8, backend="fused")
+    got_h, got_w = torch.autograd.grad(total, (hidden, head.weight))
+    assert relative_error(got_h, ref_h) < 0.01 and relative_error(got_w, ref_w) < 0.01
 
 
 def test_linear_weighted_nll_with_bias_against_cross_entropy():

@@ -67,3 +67,22 @@ def test_overrides_are_parsed_as_yaml_not_code():
 def test_missing_config_file():
     with pytest.raises(ConfigError, match="does not exist"):
         load_config("no/such/config.yaml")
+
+
+def test_yaml_exponent_floats_are_numbers(tmp_path):
+    # PyYAML (YAML 1.1) reads 5e-5 and 1e-3 as strings: float-typed keys must take them as the numbers they are.
+    import yaml
+
+    assert yaml.safe_load("learning_rate: 5e-5") == {"learning_rate": "5e-5"}  # the behaviour being worked around
+    path = tmp_path / "c.yaml"
+    path.write_text("train_data: train.jsonl\nlearning_rate: 5e-5\nweight_decay: 1e-3\nlora: {r: 4, dropout: 5e-2}\n")
+    config = load_config(path, ["warmup=1e-1", "epochs=2e0"])
+    assert (config.learning_rate, config.weight_decay, config.warmup, config.epochs) == (5e-5, 1e-3, 0.1, 2.0)
+    assert config.lora["dropout"] == 0.05
+    for key, message in (
+        ("learning_rate=fast", "learning_rate: expected float/int, got str 'fast'"),
+        ("batch_size=1e1", "batch_size: expected int, got str '1e1'"),  # integer keys stay integers
+    ):
+        with pytest.raises(ConfigError) as err:
+            load_config(path, [key])
+        assert str(err.value) == message and "\n" not in str(err.value)

@@ -90,3 +90,55 @@ def test_compute_loss_func_for_stock_trainer(tiny_model, rows, plw):
 def test_plw_must_be_a_number_in_unit_interval(bad):
     with pytest.raises(ValueError, match="prompt_loss_weight"):
         check_plw(bad)
+
+
+@pytest.mark.parametrize("plw", [1.0, 0.25])
+def test_compute_loss_func_divides_by_the_step_count_across_micro_batches(tiny_model, rows, plw):
+    # A gradient-accumulation step of two micro-batches of different sizes, as the stock Trainer runs it: each
+    # micro-batch's loss is divided by the step's count of labels (num_items_in_batch) and the losses are summed.
+    micro = [[rows[0]], [rows[1], rows[2]]]
+    labels, outs = [], []
+    for part in micro:
+        batch = PaddingCollator()(part)
+        labels.append(signed_labels(batch["input_ids"], batch["prompt_mask"], batch["completion_mask"]))
+        with torch.no_grad():
+            outs.append(tiny_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]))
+    counts = [int((lab[:, 1:] != -100).sum()) for lab in labels]
+    step_count = torch.tensor(sum(counts))
+    loss = sum(make_compute_loss_func(plw)(o, lab, step_count).item() for o, lab in zip(outs, labels, strict=True))
+    # Reference without plw code: each micro-batch's brute-force weighted mean, in proportion to its label count
+    # (the documented combination; at plw=1 it is the ordinary mean NLL over every target of the step).
+    want = sum(brute_force(tiny_model, part, plw) * n for part, n in zip(micro, counts, strict=True)) / sum(counts)
+    assert loss == pytest.approx(want, rel=1e-5)
+    if plw == 1.0:
+        assert loss == pytest.approx(brute_force(tiny_model, rows, 1.0), rel=1e-5)
+
+
+def test_plw_loss_skips_row_starts_and_takes_the_step_normaliser():
+    # Hand-made logits: two packed rows [a b | c d]; the target c (a row start) must not count.
+    torch.manual_seed(0)
+    logits = torch.randn(1, 4, 5)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    pm, cm = torch.tensor([[1, 0, 1, 0]]), torch.tensor([[0, 1, 0, 1]])
+    pos = torch.tensor([[0, 1, 0, 1]])
+    logp = torch.log_softmax(logits[0].double(), -1)
+    nll_b, nll_d = -logp[0, 2].item(), -logp[2, 4].item()  # targets b and d, both completion (weight 1)
+    assert plw_loss(logits, ids, pm, cm, 0.5, position_ids=pos).item() == pytest.approx((nll_b + nll_d) / 2, rel=1e-6)
+    # A step-level normaliser replaces this batch's sum of weights.
+    assert plw_loss(logits, ids, pm, cm, 0.5, normalizer=8.0, position_ids=pos).item() == pytest.approx(
+        (nll_b + nll_d) / 8, rel=1e-6
+    )
+    assert plw_loss(logits, ids, pm, cm, 0.5, normalizer=torch.tensor(8.0), position_ids=pos).dtype == torch.float32
+
+
+def test_compute_loss_func_reads_tuple_outputs_and_token_id_zero():
+    # Token id 0 is a real token: as a completion target it keeps its label 0 and must count with weight 1.
+    torch.manual_seed(1)
+    logits = torch.randn(1, 4, 6)
+    ids = torch.tensor([[3, 5, 0, 2]])
+    pm, cm = torch.tensor([[1, 1, 0, 0]]), torch.tensor([[0, 0, 1, 1]])
+    labels = signed_labels(ids, pm, cm)
+    want = plw_loss(logits, ids, pm, cm, 0.3).item()
+    loss_func = make_compute_loss_func(0.3)
+    assert loss_func((logits, "other outputs"), labels).item() == pytest.approx(want, rel=1e-6)
+    assert loss_func({"logits": logits}, labels).item() == pytest.approx(want, rel=1e-6)

@@ -198,3 +198,5 @@ def test_nan_loss_stops_naming_the_step(setup, monkeypatch):
         == 0
     )
     assert [x["step"] for x in lines_of(root / "runs" / "nan-skip")] == [2, 4, 6, 8]
+    state = json.loads((root / "runs" / "nan-skip" / "state.json").read_text())
+    assert state["status"] == "finished" and state["skipped_nonfinite_batches"] == 1

@@ -13,8 +13,7 @@ from plw.data.encode import encode_records
 from plw.data.messages import ROLES
 from plw.data.packing import PackedCollator
 from plw.metrics import StreamingMetrics
-from plw.roles import RoleWeightsError, parse_role_weights
-from plw.runner import apply_role_weights
+from plw.roles import RoleWeightsError, apply_role_weights, parse_role_weights
 from tests.conftest import make_tiny_model
 
 CONVERSATION = [
@@ -176,3 +175,43 @@ def test_train_on_conversations_with_role_weights(tokenizer, tmp_path):
     config.update(name="pc", train_data={"source": "synthetic", "rows": 4}, eval_data=None)
     path.write_text(yaml.safe_dump(config))
     assert main(["train", str(path), "--no-progress"]) == 2
+
+
+def role_weighted_gradient(tokenizer, rows, plw_value):
+    """Gradient of sum(w * nll) / sum(w) with w = plw * role weight on prompt tokens, one row at a time."""
+    model = make_tiny_model(len(tokenizer), seed=1)
+    weights = [
+        [
+            plw_value * rw * p + c
+            for rw, p, c in zip(r["role_weight"], r["prompt_mask"], r["completion_mask"], strict=True)
+        ]
+        for r in rows
+    ]
+    total_w = sum(sum(w[1:]) for w in weights)
+    for row, w in zip(rows, weights, strict=True):
+        ids = torch.tensor([row["input_ids"]])
+        nll = torch.nn.functional.cross_entropy(model(input_ids=ids).logits[0, :-1], ids[0, 1:], reduction="none")
+        ((torch.tensor(w[1:]) * nll).sum() / total_w).backward()
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+
+
+def test_a_training_step_follows_the_role_weights(tokenizer, tmp_path):
+    # One SGD step with lr 1 on conversations: the update is the gradient of the role-weighted loss, which differs
+    # from the plain plw-weighted one (ROLE_WEIGHTS gives the system turn 0 and an older user turn 0.5).
+    from tests.test_trainer import one_sgd_step
+
+    rows = conversation_rows(tokenizer, n=3)
+    update = one_sgd_step(tokenizer, rows, 0.5, batch=3, accumulation=1, tmp_path=tmp_path)
+    ref = role_weighted_gradient(tokenizer, rows, 0.5)
+    for name in ref:
+        torch.testing.assert_close(update[name], ref[name], rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_role_weight_config_form_and_type_checks():
+    assert parse_role_weights({"user": 0.5, "assistant": [1, 0.2]}).to_config() == {
+        "user": 0.5,
+        "assistant": [1.0, 0.2],
+    }
+    for bad in (True, "0.5", float("nan")):
+        with pytest.raises(RoleWeightsError, match=r"numbers in \[0, 1\]"):
+            parse_role_weights({"user": bad})

@@ -147,3 +147,34 @@ def test_the_loss_uses_the_scheduled_weight_at_each_step(tokenizer, tmp_path, lo
         assert abs(loss - brute_force_loss(logits, batch, 1.0)) > 1e-3
     logged = [entry["plw"] for entry in trainer.state.log_history if "loss" in entry]
     assert logged == pytest.approx([1.0, 0.75, 0.5, 0.25])
+
+
+def test_every_option_shows_in_label_slug_and_config():
+    # Sweep folders are named by slug() and resumes compare to_config(): options must not vanish from either.
+    full = parse_plw(
+        {"start": 1, "end": 0, "shape": "step", "unit": "epochs", "length": 2, "warmup": 0.5, "stairs": 4}
+    )
+    assert full.label() == "1→0 step (4 stairs, warm-up 0.5 epochs, over 2 epochs)"
+    assert full.slug() == "1to0-step-4stairs-warmup0.5e-over2e"
+    assert parse_plw(full.to_config()) == full
+    assert parse_plw("1->0:step").slug() == "1to0-step" and parse_plw("1->0:step").label() == "1→0 step"
+    steps = parse_plw({"start": 0.5, "end": 0, "length": 10, "warmup": 2})
+    assert steps.slug() == "0.5to0-linear-warmup2s-over10s" and parse_plw(steps.to_config()) == steps
+    assert steps.to_config() == {
+        "start": 0.5,
+        "end": 0.0,
+        "shape": "linear",
+        "unit": "steps",
+        "length": 10,
+        "warmup": 2,
+    }
+
+
+def test_warmup_boundary_and_zero_length():
+    sched = parse_plw({"start": 1, "end": 0, "warmup": 2, "length": 4})
+    assert [sched.value(s) for s in range(8)] == [1, 1, 1, 0.75, 0.5, 0.25, 0, 0]
+    # Warm-up as long as training: past it the weight is at its end value at once (no division by zero).
+    assert parse_plw({"start": 1, "end": 0, "warmup": 4}).value(5, total_steps=4) == 0.0
+    assert parse_plw({"start": 1, "end": 0, "warmup": 4}).value(4, total_steps=4) == 1.0
+    # The default epoch is 0: a schedule in epochs starts at its start value when no epoch is given.
+    assert parse_plw({"start": 1, "end": 0, "unit": "epochs"}).value(0, total_epochs=2) == 1.0

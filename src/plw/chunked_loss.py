@@ -44,6 +44,8 @@ from .loss import target_weights
 
 DEFAULT_CHUNK_TOKENS = 512
 BACKENDS = ("auto", "fused", "checkpoint", "cce")
+# How PLWTrainer computes the loss: from hidden states here ("chunked"), or from the full logits (plw.loss, "plain").
+LOSS_IMPLS = ("chunked", "plain")
 
 
 # ---- the hidden states -------------------------------------------------------------------------------------------

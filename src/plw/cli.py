@@ -147,7 +147,7 @@ def _plot_args(p: argparse.ArgumentParser) -> None:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from .sweep import plot_paths
+    from .redraw import plot_paths
 
     for path in plot_paths(args.paths):
         print(f"[plw] wrote {path}")

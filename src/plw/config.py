@@ -17,6 +17,9 @@ from typing import Any
 
 import yaml
 
+from .chunked_loss import LOSS_IMPLS
+from .data.encode import TEMPLATES, TRUNCATION_POLICIES
+from .data.packing import PACKING_ATTENTION
 from .roles import parse_role_weights
 from .schedule import parse_plw, plw_values
 
@@ -31,8 +34,9 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
     return field(default=default, metadata={"help": help, **kw})
 
 
-# Attention implementations that build the block-diagonal mask of packed rows from position_ids in transformers 5.
-PACKING_ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
+# Choices defined here (the other choice lists come from the modules that implement them).
+NONFINITE_POLICIES = ("stop", "skip")
+DEVICES = ("auto", "cpu", "cuda")
 
 LORA_KEYS = {"r": int, "alpha": (int, float), "dropout": (int, float), "target_modules": (list, str)}
 
@@ -139,12 +143,12 @@ class RunConfig:
         _check_loss_keys(self)
         if self.train_data is None:
             raise ConfigError("train_data: required (a JSONL path or a data spec)")
-        _choice("template", self.template, ("auto", "chat", "plain"))
-        _choice("truncation", self.truncation, ("drop", "truncate_prompt_left"))
+        _choice("template", self.template, TEMPLATES)
+        _choice("truncation", self.truncation, TRUNCATION_POLICIES)
         _check_chat(self)
-        _choice("device", self.device, ("auto", "cpu", "cuda"))
-        _choice("loss_impl", self.loss_impl, ("chunked", "plain"))
-        _choice("nonfinite", self.nonfinite, ("stop", "skip"))
+        _choice("device", self.device, DEVICES)
+        _choice("loss_impl", self.loss_impl, LOSS_IMPLS)
+        _choice("nonfinite", self.nonfinite, NONFINITE_POLICIES)
         if self.packing and self.attn_implementation not in PACKING_ATTENTION:
             raise ConfigError(
                 f"packing: attn_implementation {self.attn_implementation!r} cannot keep packed rows apart "
@@ -248,8 +252,14 @@ def _check_mapping(prefix: str, value: Any, schema: dict[str, Any]) -> None:
     for k, v in value.items():
         if k not in schema:
             raise ConfigError(f"unknown key {prefix}.{k}{_did_you_mean(k, schema)}")
+        if isinstance(v, str) and float in _as_tuple(schema[k]) and str not in _as_tuple(schema[k]):
+            v = value[k] = float_from_yaml_string(v)
         if not isinstance(v, schema[k]) or isinstance(v, bool):
             raise ConfigError(f"{prefix}.{k}: wrong type {type(v).__name__}")
+
+
+def _as_tuple(types_: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types_ if isinstance(types_, tuple) else (types_,)
 
 
 def _allowed_types(tp: Any) -> tuple[type, ...]:
@@ -281,15 +291,27 @@ def field_types() -> dict[str, Any]:
     return _HINTS
 
 
+def float_from_yaml_string(value: str) -> float | str:
+    """``"5e-5"`` -> ``5e-05``: PyYAML (YAML 1.1) reads exponents without a dot as strings, so a float-typed key
+    takes any string Python reads as a float; other strings are returned unchanged (and rejected by the caller)."""
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
 def from_dict(values: dict[str, Any]) -> RunConfig:
     """Build a validated :class:`RunConfig`; unknown keys and wrong types are errors."""
     if not isinstance(values, dict):
         raise ConfigError(f"a config is a mapping of keys to values, got {type(values).__name__}")
     hints = field_types()
+    values = dict(values)
     for key, value in values.items():
         if key not in hints:
             raise ConfigError(f"unknown key {key!r}{_did_you_mean(key, hints)}")
         allowed = _allowed_types(hints[key])
+        if isinstance(value, str) and float in allowed and str not in allowed:
+            value = values[key] = float_from_yaml_string(value)
         bool_ok = bool in allowed or object in allowed
         if not isinstance(value, allowed) or (isinstance(value, bool) and not bool_ok):
             names = "/".join(t.__name__ for t in allowed)

@@ -136,8 +136,8 @@ class StreamingMetrics:
     ) -> None:
         """Add one batch from the final hidden states ``[B, N, H]`` and the output projection ``head``.
 
-        The same sums as :meth:`update` on ``head(hidden)``, but only ``chunk_tokens`` target positions are ever
-        projected at once (see :class:`plw.chunked_loss.FinalHiddenCapture` for getting ``hidden``).
+        Only the target positions are projected, ``chunk_tokens`` at a time, so at most ``chunk_tokens x V``
+        float32 logits exist at once (see :class:`plw.chunked_loss.FinalHiddenCapture` for getting ``hidden``).
         """
         self._update(
             lambda b, t: head(hidden[b, t]),

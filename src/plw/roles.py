@@ -82,3 +82,27 @@ def parse_role_weights(value: Any, name: str = "role_weights") -> RoleWeights:
                 raise RoleWeightsError(f"{name}.{role}: weights must be numbers in [0, 1], got {x!r}")
         out[role] = tuple(float(x) for x in items)
     return RoleWeights(out)
+
+
+def apply_role_weights(rows: list[dict], role_weights: Any, which: str = "train") -> None:
+    """Give conversation rows their ``role_weight`` column; drop the encoder's ``turn_ids`` from every row.
+
+    Rows without ``role_ids`` (prompt/completion records) are left as they are. Role weights on data without a
+    single conversation, and data that mixes the two formats, raise :class:`RoleWeightsError` rather than being
+    silently ignored; ``which`` names the data in the message (``train`` or ``eval``).
+    """
+    weights = parse_role_weights(role_weights) if role_weights else None
+    conversations = 0
+    for row in rows:
+        turn_ids = row.pop("turn_ids", None)
+        if "role_ids" not in row:
+            continue
+        conversations += 1
+        if weights is not None:
+            row["role_weight"] = weights.token_weights(row["role_ids"], turn_ids, row["completion_mask"])
+    if weights is not None and conversations == 0:
+        raise RoleWeightsError(
+            f"role_weights: {which}_data has no messages records (role weights apply to conversations)"
+        )
+    if 0 < conversations < len(rows):
+        raise RoleWeightsError(f"{which}_data: mixes messages records with prompt/completion records; use one format")

@@ -44,6 +44,7 @@ def prepare_rows(config: RunConfig, tokenizer: Any, which: str) -> tuple[list[di
     """Read and encode the train or eval records; return rows, the data report and the answer choices."""
     from .data.encode import encode_records
     from .data.sources import load_records
+    from .roles import RoleWeightsError, apply_role_weights
 
     spec = config.train_data if which == "train" else config.eval_data
     loaded = load_records(spec)
@@ -56,7 +57,10 @@ def prepare_rows(config: RunConfig, tokenizer: Any, which: str) -> tuple[list[di
     if not rows:
         raise ConfigError(f"{which}_data: no rows left after encoding ({report.summary()})")
     weights = data_weights(rows, records)
-    apply_role_weights(rows, config.role_weights, which)
+    try:
+        apply_role_weights(rows, config.role_weights, which)
+    except RoleWeightsError as err:
+        raise ConfigError(str(err)) from None
     if which == "eval":
         for i, row in enumerate(rows):  # the row's index in the validation set, for per-row outcomes
             row["row_id"] = [i] * len(row["input_ids"])
@@ -74,29 +78,6 @@ def data_weights(rows: list[dict], records: list[dict]) -> dict[str, Any] | None
 
     complete_data_weights(rows)
     return weight_report(records, rows)
-
-
-def apply_role_weights(rows: list[dict], role_weights: dict | None, which: str = "train") -> None:
-    """Give conversation rows their ``role_weight`` column (:mod:`plw.roles`); drop the encoder's ``turn_ids``.
-
-    Rows without ``role_ids`` (prompt/completion records) are left as they are; role weights on data without a
-    single conversation are a configuration error rather than silently ignored.
-    """
-    from .roles import parse_role_weights
-
-    weights = parse_role_weights(role_weights) if role_weights else None
-    conversations = 0
-    for row in rows:
-        turn_ids = row.pop("turn_ids", None)
-        if "role_ids" not in row:
-            continue
-        conversations += 1
-        if weights is not None:
-            row["role_weight"] = weights.token_weights(row["role_ids"], turn_ids, row["completion_mask"])
-    if weights is not None and conversations == 0:
-        raise ConfigError(f"role_weights: {which}_data has no messages records (role weights apply to conversations)")
-    if 0 < conversations < len(rows):
-        raise ConfigError(f"{which}_data: mixes messages records with prompt/completion records; use one format")
 
 
 class MetricsJsonlCallback:
@@ -273,6 +254,17 @@ def train_run(config: RunConfig, progress: bool = True, resume: bool = False, ov
         choices = choices or eval_choices
     answer_choices = config.answer_choices or choices
     data_report = {"train": train_info, "eval": eval_info}
+    packing_stats = {}
+    if config.packing:
+        from .data.packing import pack_datasets
+        from .subsample import with_row_index
+
+        if config.prompt_sample_rate < 1:  # the subsampling draw is keyed on the row, so index rows before packing
+            train_rows = with_row_index(train_rows)
+        # Packed here, before the trainer exists, so the data report is written once and complete. The seed is
+        # the trainer's data seed (training_arguments sets data_seed = seed).
+        train_rows, eval_rows, packing_stats = pack_datasets(train_rows, eval_rows, config.max_length, config.seed)
+        data_report["packing"] = {name: stats.as_dict() for name, stats in packing_stats.items()}
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_config(config))
@@ -280,6 +272,8 @@ def train_run(config: RunConfig, progress: bool = True, resume: bool = False, ov
         print(f"[plw] train data: {_summary_line(train_info)}")
         if eval_info:
             print(f"[plw] eval data:  {_summary_line(eval_info)}")
+        for name, stats in packing_stats.items():
+            print(f"[plw] packing {name}: {stats.summary()}")
 
     from .trainer import PLWTrainer
 
@@ -327,11 +321,6 @@ def train_run(config: RunConfig, progress: bool = True, resume: bool = False, ov
     )
     if main:
         print(f"[plw] loss: {trainer.loss_path()}")
-    if main and trainer.packing_stats:
-        for name, stats in trainer.packing_stats.items():
-            print(f"[plw] packing {name}: {stats.summary()}")
-        data_report["packing"] = {name: stats.as_dict() for name, stats in trainer.packing_stats.items()}
-        atomic_write_json(run_dir / "data_report.json", data_report)
     if config.early_stopping_patience and eval_rows is not None:
         from transformers import EarlyStoppingCallback
 
@@ -359,7 +348,10 @@ def train_run(config: RunConfig, progress: bool = True, resume: bool = False, ov
             from .plots import plot_run
 
             plot_run(load_run(run_dir), run_dir / "plots" / "losses.png")
-        write_state(run_dir, "finished", step=trainer.state.global_step)
+        skipped = trainer.skipped_nonfinite_batches
+        if skipped:
+            print(f"[plw] skipped {skipped} micro-batch(es) with a non-finite loss (nonfinite: skip)")
+        write_state(run_dir, "finished", step=trainer.state.global_step, skipped_nonfinite_batches=skipped)
     return run_dir
 
 

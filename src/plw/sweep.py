@@ -146,21 +146,4 @@ def _quote(item: str) -> str:
     return shlex.quote(item)
 
 
-def plot_paths(paths: list[str]) -> list[Path]:
-    """``plw plot``: redraw figures for run folders and sweep folders; return what was written."""
-    from .analysis import load_run
-    from .plots import plot_run
-    from .report import find_runs, write_sweep_outputs
-
-    written: list[Path] = []
-    for p in map(Path, paths):
-        if (p / "metrics.jsonl").exists():
-            written.append(plot_run(load_run(p), p / "plots" / "losses.png"))
-        elif p.is_dir() and find_runs(p):
-            written.append(write_sweep_outputs(p))
-        else:
-            raise FileNotFoundError(f"{p}: neither a run folder (metrics.jsonl) nor a sweep folder of runs")
-    return written
-
-
-__all__: list[Any] = ["parse_plw_values", "parse_seeds", "run_sweep", "run_configs", "plot_paths", "sweep_command"]
+__all__: list[Any] = ["parse_plw_values", "parse_seeds", "run_sweep", "run_configs", "sweep_command"]

@@ -25,6 +25,7 @@ from transformers.utils import logging
 
 from .chunked_loss import (
     DEFAULT_CHUNK_TOKENS,
+    LOSS_IMPLS,
     FinalHiddenCapture,
     check_head_output,
     chunked_weighted_nll_sum,
@@ -32,8 +33,9 @@ from .chunked_loss import (
     loss_backend,
     output_head,
 )
+from .config import NONFINITE_POLICIES
 from .data.collate import PaddingCollator
-from .data.packing import PackedCollator, PackedDataset, PackingStats, check_packing_isolation
+from .data.packing import PackedCollator, PackedDataset, PackingStats, check_packing_isolation, pack_datasets
 from .distributed import real_rows_of_last_batch
 from .loss import check_normalization, denominator, prompt_weights, target_weights, weighted_nll_sum
 from .metrics import StreamingMetrics
@@ -42,7 +44,6 @@ from .subsample import check_sample_rate, subsample_prompt, token_positions, wit
 
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "position_ids")
 logger = logging.get_logger(__name__)
-LOSS_IMPLS = ("chunked", "plain")
 
 
 def choice_token_ids(tokenizer: Any, choices: Sequence[str], template: str = "auto") -> list[int]:
@@ -63,7 +64,6 @@ def choice_token_ids(tokenizer: Any, choices: Sequence[str], template: str = "au
     return ids
 
 
-NONFINITE_POLICIES = ("stop", "skip")
 VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")
 
 
@@ -100,7 +100,8 @@ class PLWTrainer(Trainer):
             :class:`~plw.data.packing.PackedDataset` are used as they are.
         max_length: tokens per bin (required with ``packing``); rows must already fit (see :func:`plw.encode`).
         nonfinite: ``"stop"`` (default) raises :class:`NonFiniteLossError` naming the step when the training loss is
-            NaN or infinite; ``"skip"`` drops that micro-batch's gradient and goes on.
+            NaN or infinite; ``"skip"`` drops that micro-batch's gradient and goes on (counted in ``skipped_nonfinite_batches``, which
+            ``plw train`` prints and writes to ``state.json``).
         completion_loss_weight: weight of completion tokens in [0, 1] (default 1), a constant or a schedule like
             ``prompt_loss_weight``; ``self.completion_loss_weight`` holds the current value.
         loss_normalization: ``"weight"`` (default): the step's loss is ``sum(w * nll) / sum(w)``; ``"tokens"``:
@@ -165,7 +166,12 @@ class PLWTrainer(Trainer):
         self.packing = bool(packing)
         self.packing_stats: dict[str, PackingStats] = {}
         if self.packing:
-            train_dataset, eval_dataset = self._pack_datasets(train_dataset, eval_dataset, args, max_length)
+            seed = 42 if args is None else (args.data_seed if args.data_seed is not None else args.seed)
+            train_dataset, eval_dataset, self.packing_stats = pack_datasets(
+                train_dataset, eval_dataset, max_length, seed=seed
+            )
+            for name, stats in self.packing_stats.items():
+                logger.info(f"packing {name}: {stats.summary()}")
             if data_collator is not None and not isinstance(data_collator, PackedCollator):
                 raise ValueError("packing=True brings its own collator (PackedCollator); do not pass data_collator")
             data_collator = PackedCollator(
@@ -195,27 +201,6 @@ class PLWTrainer(Trainer):
         self.last_row_outcomes: dict[str, list[int]] | None = None
         if self.packing:
             check_packing_isolation(self.model)
-
-    def _pack_datasets(self, train: Any, evals: Any, args: Any, max_length: int | None) -> tuple[Any, Any]:
-        """Pack the train and eval datasets (an eval dict is packed per entry) and keep their statistics."""
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
-            raise ValueError(f"packing=True needs max_length, an integer >= 2, got {max_length!r}")
-        seed = 42 if args is None else (args.data_seed if args.data_seed is not None else args.seed)
-
-        def pack(name: str, rows: Any) -> Any:
-            if rows is None:
-                return None
-            if not isinstance(rows, PackedDataset):
-                rows = PackedDataset(rows, max_length, seed=seed)
-            self.packing_stats[name] = rows.stats
-            logger.info(f"packing {name}: {rows.stats.summary()}")
-            return rows
-
-        if isinstance(evals, dict):
-            evals = {k: pack(f"eval_{k}", v) for k, v in evals.items()}
-        else:
-            evals = pack("eval", evals)
-        return pack("train", train), evals
 
     @staticmethod
     def _resolve_choices(choices: Any, tokenizer: Any, template: str) -> list[int] | None:

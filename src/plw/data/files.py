@@ -23,53 +23,18 @@ In every format a row's ``weight`` field (``weight_field`` renames it) becomes t
 
 from __future__ import annotations
 
-import json
 import string
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .jsonl import iter_jsonl_rows, row_name
 from .report import LoadReport, SourceError
 
 FILE_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 RECORD_FORMATS = ("prompt_completion", "messages", "race")
 ALPACA_PROMPT = "{instruction}\n\n{input}"
 RACE_FIELDS = ("article", "question", "options", "answer")
-
-
-def row_name(row: dict, where: str) -> str:
-    """How a dropped row is named in reports: its ``id`` (or ``example_id``) when it has one, else ``where``."""
-    for key in ("id", "example_id"):
-        value = row.get(key)
-        if isinstance(value, (str, int)) and not isinstance(value, bool):
-            return str(value)
-    return where
-
-
-def iter_jsonl_rows(path: str | Path, report: LoadReport) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield ``(where, row)`` for every JSON-object line of a JSONL file; ``where`` is ``"file:line"``.
-
-    Blank lines are skipped. A malformed line or a line that is not a JSON object is counted in ``report`` (with
-    its file and line) and skipped, or raises under ``report.strict``. The file is read line by line, never whole.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file {str(path)!r} does not exist")
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            report.read += 1
-            try:
-                row = json.loads(line.rstrip("\r\n"))
-            except json.JSONDecodeError as err:
-                report.drop("malformed JSON", where, f"{err.msg}, column {err.colno}")
-                continue
-            if not isinstance(row, dict):
-                report.drop("not a JSON object", where, f"got {type(row).__name__}")
-                continue
-            yield where, row
 
 
 def file_format(path: str | Path, given: str | None = None) -> str:

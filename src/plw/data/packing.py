@@ -36,6 +36,8 @@ import torch
 from .collate import OPTIONAL_KEYS, optional_keys
 
 ROW_KEYS = ("input_ids", "prompt_mask", "completion_mask")
+# Attention implementations that build the block-diagonal mask of packed rows from position_ids in transformers 5.
+PACKING_ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
 
 
 class RowTooLongError(ValueError):
@@ -451,3 +453,29 @@ def check_packing_isolation(model: Any, rel_tol: float = 0.1) -> float:
             "from position_ids (eager, sdpa, flex_attention, flash_attention_2/3)"
         )
     return ratio
+
+
+def pack_datasets(train: Any, evals: Any, max_length: Any, seed: int = 0) -> tuple[Any, Any, dict[str, PackingStats]]:
+    """Pack a train set and an eval set (or a dict of them) into :class:`PackedDataset`\\ s before a trainer is built.
+
+    Returns ``(train, evals, stats)`` where ``stats`` maps ``train``, ``eval`` (or ``eval_NAME``) to
+    :class:`PackingStats`, for the data report. ``None`` stays ``None``; a set that is already a
+    :class:`PackedDataset` is kept as it is.
+    """
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+        raise ValueError(f"packing=True needs max_length, an integer >= 2, got {max_length!r}")
+    stats: dict[str, PackingStats] = {}
+
+    def pack(name: str, rows: Any) -> Any:
+        if rows is None:
+            return None
+        if not isinstance(rows, PackedDataset):
+            rows = PackedDataset(rows, max_length, seed=seed)
+        stats[name] = rows.stats
+        return rows
+
+    if isinstance(evals, dict):
+        evals = {k: pack(f"eval_{k}", v) for k, v in evals.items()}
+    else:
+        evals = pack("eval", evals)
+    return pack("train", train), evals, stats

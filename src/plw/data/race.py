@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .files import iter_jsonl_rows, row_name
+from .jsonl import iter_jsonl_rows, row_name
 from .report import LoadReport, SourceError
 
 LETTERS = ("A", "B", "C", "D")
