@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from .runio import read_jsonl_lines
+from .uncertainty import wilson_interval
 
 # The accuracy a comparison uses, in order of preference: the answer token (letters), exact match of the whole
 # completion (answers that are words), then weaker stand-ins.
@@ -189,3 +190,28 @@ def sort_runs(runs: list[Run]) -> list[Run]:
     numeric = [r for r in runs if isinstance(r.plw, (int, float))]
     other = [r for r in runs if not isinstance(r.plw, (int, float))]
     return sorted(numeric, key=lambda r: -float(r.plw)) + sorted(other, key=lambda r: str(r.plw))
+
+
+def rule_accuracy(group: list[Run], acc: str, rule: str) -> dict[str, Any] | None:
+    """A PLW's accuracy under one checkpoint rule: mean over seeds, min–max, Wilson interval over pooled rows."""
+    values, right, rows, steps = [], 0.0, 0, []
+    for run in group:
+        line = checkpoint_lines(run, acc)[rule]
+        if line is None or not isinstance(line.get(acc), (int, float)):
+            return None
+        n = rows_scored(line, acc)
+        values.append(line[acc])
+        steps.append(int(line["step"]))
+        if n:
+            right += line[acc] * n
+            rows += n
+    lo, hi = wilson_interval(round(right), rows) if rows else (None, None)
+    return {
+        "mean": sum(values) / len(values),
+        "min": min(values),
+        "max": max(values),
+        "lo": lo,
+        "hi": hi,
+        "rows": rows,
+        "steps": steps,
+    }

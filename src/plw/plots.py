@@ -256,8 +256,7 @@ def plot_sweep_best(runs: list, path: str | Path) -> Path:
     The x-axis is symmetric-log with a linear region below 0.01, so 0, 0.01, 0.1 and 1 are all visible. Schedules
     have no place on that axis: each is a dashed horizontal line at its final accuracy, labelled in the legend.
     """
-    from .analysis import OPTIMISTIC, RULES, accuracy_key, group_by_plw
-    from .report import rule_accuracy
+    from .analysis import OPTIMISTIC, RULES, accuracy_key, group_by_plw, rule_accuracy
 
     acc = accuracy_key([line for r in runs for line in r.lines])
     fig = _figure((6.8, 4.4))

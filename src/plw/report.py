@@ -11,9 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .analysis import OPTIMISTIC, RULES, Run, checkpoint_lines, group_by_plw, load_run, rows_scored, run_row, sort_runs
+from .analysis import OPTIMISTIC, RULES, Run, group_by_plw, load_run, rows_scored, rule_accuracy, run_row, sort_runs
 from .runio import atomic_write_text
-from .uncertainty import wilson_interval
 
 
 def _num(value: Any, digits: int = 4) -> str:
@@ -57,31 +56,6 @@ def rg_section(runs: list[Run]) -> list[str]:
                 "",
             ]
     return []
-
-
-def rule_accuracy(group: list[Run], acc: str, rule: str) -> dict[str, Any] | None:
-    """A PLW's accuracy under one checkpoint rule: mean over seeds, min–max, Wilson interval over pooled rows."""
-    values, right, rows, steps = [], 0.0, 0, []
-    for run in group:
-        line = checkpoint_lines(run, acc)[rule]
-        if line is None or not isinstance(line.get(acc), (int, float)):
-            return None
-        n = rows_scored(line, acc)
-        values.append(line[acc])
-        steps.append(int(line["step"]))
-        if n:
-            right += line[acc] * n
-            rows += n
-    lo, hi = wilson_interval(round(right), rows) if rows else (None, None)
-    return {
-        "mean": sum(values) / len(values),
-        "min": min(values),
-        "max": max(values),
-        "lo": lo,
-        "hi": hi,
-        "rows": rows,
-        "steps": steps,
-    }
 
 
 def format_accuracy(a: dict[str, Any] | None, seeds: int) -> str:

@@ -23,7 +23,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from .encode import RecordError
+from .errors import RecordError
 
 
 class WeightError(RecordError):
