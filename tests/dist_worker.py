@@ -32,14 +32,14 @@ def param_checksum(model: torch.nn.Module) -> float:
 
 
 class RecordingCollator(PaddingCollator):
-    """Pads like ``PaddingCollator`` and records the ``row_id`` of every row it batches (which rank saw what)."""
+    """Pads like ``PaddingCollator`` and records the ``source_row`` of every row it batches (which rank saw what)."""
 
     def __init__(self, pad_token_id: int):
         super().__init__(pad_token_id=pad_token_id)
         self.seen: list[list[int]] = []
 
     def __call__(self, rows):
-        self.seen.append([int(r["row_id"]) for r in rows])
+        self.seen.append([int(r["source_row"]) for r in rows])
         return super().__call__(rows)
 
 

@@ -66,8 +66,8 @@ def make_job(tok) -> dict:
         {"prompt": "Pick a letter.", "completion": "C"},
         {"prompt": "Which option?", "completion": "A"},
     ]
-    train_rows = [dict(encode(tok, r), row_id=i) for i, r in enumerate(long_records + short_records)]
-    eval_rows = [dict(encode(tok, r), row_id=i) for i, r in enumerate(eval_records)]
+    train_rows = [dict(encode(tok, r), source_row=i) for i, r in enumerate(long_records + short_records)]
+    eval_rows = [dict(encode(tok, r), source_row=i) for i, r in enumerate(eval_records)]
     model = dict(
         hidden_size=64,
         intermediate_size=128,

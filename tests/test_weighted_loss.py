@@ -36,7 +36,7 @@ def weighted_rows(tokenizer, with_data_weight: bool = True) -> list[dict]:
 
 
 def brute_weights(row: dict, plw_value: float, cw: float) -> torch.Tensor:
-    """Weights of the targets of one row, written out from DESIGN.md with Python loops."""
+    """Weights of the targets of one row, written out from docs/loss.md with Python loops."""
     out = []
     for t in range(1, len(row["input_ids"])):
         w = plw_value * row["prompt_mask"][t] + cw * row["completion_mask"][t]

@@ -1,6 +1,6 @@
 """Generation-ratio statistics: how long completions are relative to prompts, per dataset.
 
-For a record, ``Rg = completion_tokens / prompt_tokens`` (DESIGN.md). With a tokenizer the counts are those of the
+For a record, ``Rg = completion_tokens / prompt_tokens`` (docs/reference.md, "Generation ratio"). With a tokenizer the counts are those of the
 rows training would use: every record goes through :func:`plw.data.encode.encode_record`, the one encoder behind
 ``plw.encode`` and training (chat template with its options, stop token or EOS appended, BOS as the tokenizer adds
 it), and the prompt and completion masks are summed. Without a tokenizer they are whitespace words of the raw

@@ -1,6 +1,6 @@
 """How records meet a chat template: the template options of a run and one guarded call of the template.
 
-:class:`ChatOptions` holds what a user can set about rendering (DESIGN.md, data section):
+:class:`ChatOptions` holds what a user can set about rendering (docs/chat-templates.md):
 
 * ``chat_template``: a Jinja template (file path or the text itself) that replaces the tokenizer's own, e.g. a
   training template that renders every turn the same way;

@@ -1,6 +1,6 @@
 """One conversation -> token ids of its rendered text, with the completion, role and message of every token.
 
-The rule (DESIGN.md, Segments): the ids of a row are the ids the tokenizer gives the *whole* rendered conversation,
+The rule (docs/chat-templates.md; docs/reference.md, "What plw computes, exactly"): the ids of a row are the ids the tokenizer gives the *whole* rendered conversation,
 and the prompt/completion boundary and the turns are found in characters, then carried to tokens through the
 tokenizer's offset mapping. Tokenizing pieces separately is not exact: a SentencePiece/Metaspace tokenizer prepends
 ``▁`` to every piece, a byte-level BPE may merge across a boundary. Here:

@@ -3,7 +3,7 @@
 A record ``{"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": str}, ...]}`` is rendered with the
 chat template and encoded by :func:`plw.data.conversation.encode_chat`: the ids are those of the whole rendered
 conversation, and turns are found by characters. Two conventions keep the roles consistent with the
-prompt/completion split of DESIGN.md:
+prompt/completion split of docs/reference.md ("What plw computes, exactly"):
 
 * the generation prompt that opens an assistant turn (``<|im_start|>assistant\\n`` for SmolLM2) belongs to the
   turn before it, so for a single exchange ``role == assistant`` is exactly the completion of

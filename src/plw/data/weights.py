@@ -1,6 +1,6 @@
 """Weights from the data: a record's ``weight`` and each message's ``weight``, as one per-token ``data_weight``.
 
-DESIGN.md: ``w_t = (plw * role_weight(t) * prompt_t + completion_loss_weight * completion_t) * record_weight *
+docs/loss.md: ``w_t = (plw * role_weight(t) * prompt_t + completion_loss_weight * completion_t) * record_weight *
 message_weight(t)``. This module computes the last two factors for every token of an encoded row:
 
 * ``record_weight``: the record's ``weight`` field (renamed with ``weight_field`` in the data spec), default 1;
