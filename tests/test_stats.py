@@ -156,3 +156,63 @@ def test_dataset_arguments(tmp_path):
         dataset_spec(str(tmp_path / "missing.jsonl"))
     two, _ = compute_stats([str(data), str(data)], progress=False)
     assert [r["dataset"] for r in two] == ["race/validation", "race/validation#2"]
+
+
+# What the Rg spectrum study measured: "letters" at Rg 0.01, "worked" at Rg 1. A dataset at Rg 0.3 is nearer
+# "letters" by difference (0.29 vs 0.7) but nearer "worked" by ratio (30x vs 3.3x): the lookup is on a log scale.
+FINDINGS = {
+    "report": "docs/results/spectrum/report.md",
+    "datasets": [
+        {"name": "letters", "rg": 0.01, "finding": "PLW 0 had lower completion loss than PLW 1 in 3 of 3 seeds"},
+        {"name": "worked", "rg": 1.0, "finding": "PLW 0 had higher completion loss than PLW 1 in 2 of 3 seeds"},
+    ],
+}
+RG_03 = [{"prompt": " ".join(["p"] * 10), "completion": "a b c"}] * 2  # 3 / 10 words
+
+
+def test_stats_prints_the_spectrum_finding_nearest_on_a_log_scale(tmp_path, capsys, monkeypatch):
+    import plw.stats
+
+    path = tmp_path / "findings.json"
+    path.write_text(json.dumps(FINDINGS))
+    monkeypatch.setattr(plw.stats, "SPECTRUM_FINDINGS", path)
+    data = write_jsonl(tmp_path / "rg03.jsonl", RG_03)
+    assert main(["stats", str(data), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "Nearest measured Rg to rg03 (Rg mean 0.3): worked (Rg 1) in the spectrum study "
+        "(docs/results/spectrum/report.md):\n  PLW 0 had higher completion loss than PLW 1 in 2 of 3 seeds.\n"
+    ) in printed
+    assert "letters" not in printed
+    assert "these counts are whitespace words" in printed  # the study's Rg counts tokens
+    assert plw.stats.nearest_finding(0.05, FINDINGS)["name"] == "letters"  # 5x vs 20x
+    assert plw.stats.nearest_finding(0.0, FINDINGS) is None
+    unmeasured = [{"name": "x", "rg": None, "finding": "f"}, {"name": "y", "rg": 0.0, "finding": "f"}]
+    assert plw.stats.nearest_finding(0.3, {"datasets": unmeasured}) is None
+    path.write_text("{not json")
+    assert main(["stats", str(data), "--no-progress"]) == 2
+    assert f"{path}: not a findings file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [None, "", '{"report": "r.md", "datasets": []}'])
+def test_stats_without_findings_prints_no_guidance(tmp_path, capsys, monkeypatch, content):
+    import plw.stats
+
+    path = tmp_path / "findings.json"
+    if content is not None:
+        path.write_text(content)
+    monkeypatch.setattr(plw.stats, "SPECTRUM_FINDINGS", path)
+    data = write_jsonl(tmp_path / "rg03.jsonl", RG_03)
+    assert main(["stats", str(data), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "rg03" in printed and "Nearest measured Rg" not in printed and "spectrum" not in printed
+
+
+def test_packaged_spectrum_findings_are_readable():
+    from plw.stats import SPECTRUM_FINDINGS, read_spectrum_findings
+
+    assert SPECTRUM_FINDINGS.exists()
+    findings = read_spectrum_findings()
+    assert isinstance(findings.get("datasets"), list)
+    for d in findings["datasets"]:
+        assert {"name", "rg", "finding"} <= set(d)

@@ -154,11 +154,48 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _spectrum_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "sweeps",
+        nargs="+",
+        metavar="SWEEP_DIR",
+        help="sweep folders, one per dataset (plw=VALUE[/seed=S] run folders)",
+    )
+    p.add_argument(
+        "--out",
+        help="write spectrum.png, report.md and findings.json here (default: the sweep folders' common parent)",
+    )
+    p.add_argument(
+        "--findings",
+        metavar="FILE",
+        help="also write findings.json to FILE (src/plw/spectrum_findings.json is the copy plw stats reads)",
+    )
+
+
+def _spectrum(args: argparse.Namespace) -> int:
+    from .spectrum import spectrum_command, write_spectrum
+
+    command = spectrum_command(args.sweeps, args.out, args.findings)
+    try:
+        report = write_spectrum(args.sweeps, args.out, command, args.findings)
+    except ValueError as err:  # e.g. two sweep folders of the same name
+        raise CLIError(str(err)) from err
+    print(f"[plw] wrote {report}, {report.with_name('spectrum.png')}, {report.with_name('findings.json')}")
+    if args.findings:
+        print(f"[plw] wrote {args.findings}")
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "train": ("train one run from a YAML config", _train_args, _train),
     "sweep": ("train one run per prompt-loss-weight, then compare them (figures, report.md)", _sweep_args, _sweep),
     "plot": ("redraw the figures of run or sweep folders (and a sweep's report.md)", _plot_args, _plot),
     "stats": ("generation-ratio statistics (Rg) of datasets: table, stats.csv/json, histograms", _stats_args, _stats),
+    "spectrum": (
+        "set PLW sweeps of several datasets side by side by Rg: spectrum.png, report.md, findings.json",
+        _spectrum_args,
+        _spectrum,
+    ),
 }
 
 

@@ -14,6 +14,9 @@ out of every statistic, as are the rows the loader dropped (``rows_dropped``, wi
 
 Counting streams: records are read lazily, written by ``datasets`` to Arrow files in a temporary folder and
 counted with ``Dataset.map(batched=True, num_proc=...)``, so no dataset is held in memory.
+
+After the table, ``plw stats`` quotes what the Rg spectrum study (``plw spectrum``) found on the measured dataset of
+nearest Rg on a log scale, from the packaged ``spectrum_findings.json``; nothing when the study has not run.
 """
 
 from __future__ import annotations
@@ -403,11 +406,13 @@ def run_stats(
     chat_template: str | None = None,
     add_eos: str = "auto",
     multi_turn: str = "last",
+    spectrum_findings: str | Path | None = None,
     **options: Any,
 ) -> list[dict[str, Any]]:
-    """``plw stats``: compute, print the table and the rows left out, and with ``out_dir`` write ``stats.json``,
-    ``stats.csv`` and ``rg_hist.png``. ``chat_template``, ``add_eos`` and ``multi_turn`` render records as training
-    does; ``options`` go to :func:`compute_stats`."""
+    """``plw stats``: compute, print the table, the rows left out and what the Rg spectrum study measured nearest to
+    each dataset's Rg (:func:`spectrum_guidance`; ``spectrum_findings`` defaults to the packaged findings), and with
+    ``out_dir`` write ``stats.json``, ``stats.csv`` and ``rg_hist.png``. ``chat_template``, ``add_eos`` and
+    ``multi_turn`` render records as training does; ``options`` go to :func:`compute_stats`."""
     from .data.chat import chat_options
 
     options["options"] = chat_options(chat_template, None, add_eos, multi_turn)
@@ -427,6 +432,8 @@ def run_stats(
     print(format_table(rows))
     for line in report_lines(rows):
         print(line)
+    for line in spectrum_guidance(rows, read_spectrum_findings(spectrum_findings), unit):
+        print(line)
     if out_dir is not None:
         from .plots import plot_rg_histograms
 
@@ -434,3 +441,65 @@ def run_stats(
         png = plot_rg_histograms(rgs, Path(out_dir) / "rg_hist.png", unit=unit)
         print(f"wrote {json_path}, {csv_path}, {png}")
     return rows
+
+
+# ---- what the Rg spectrum study measured nearest to a dataset's Rg ----------------------------------------------
+
+# The packaged copy of the study's findings.json (written by `plw spectrum ... --findings`; plw.spectrum documents it).
+SPECTRUM_FINDINGS = Path(__file__).with_name("spectrum_findings.json")
+
+
+def read_spectrum_findings(path: str | Path | None = None) -> dict[str, Any]:
+    """The Rg spectrum study's findings (default: :data:`SPECTRUM_FINDINGS`); ``{}`` when the file is absent or
+    blank — the study may not have run yet. A file that is not JSON is an error naming it."""
+    path = Path(path) if path is not None else SPECTRUM_FINDINGS
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    if not text.strip():
+        return {}
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not a findings file ({err})") from None
+
+
+def nearest_finding(rg: float, findings: dict[str, Any]) -> dict[str, Any] | None:
+    """The measured dataset (with a positive Rg and a finding) whose Rg is nearest to ``rg`` on a log scale,
+    ``|log Rg - log Rg'|``: Rg spans orders of magnitude and ratios say how alike two datasets are (0.3 is nearer
+    1 than 0.01). None when ``rg`` is not positive or nothing was measured.
+
+    >>> nearest_finding(0.3, {"datasets": [{"name": "a", "rg": 0.01, "finding": "x"}, {"name": "b", "rg": 1.0,
+    ...                                                                                  "finding": "y"}]})["name"]
+    'b'
+    """
+    if not (isinstance(rg, (int, float)) and math.isfinite(rg) and rg > 0):
+        return None
+    measured = [
+        d
+        for d in findings.get("datasets") or []
+        if isinstance(d.get("rg"), (int, float)) and math.isfinite(d["rg"]) and d["rg"] > 0 and d.get("finding")
+    ]
+    return min(measured, key=lambda d: abs(math.log(rg) - math.log(d["rg"])), default=None)
+
+
+def spectrum_guidance(rows: Sequence[dict[str, Any]], findings: dict[str, Any], unit: str = "tokens") -> list[str]:
+    """Per dataset row, the spectrum study's finding on the dataset of nearest Rg (two lines), in the findings' own
+    words; nothing when there are no findings."""
+    report = findings.get("report") or "its report.md"
+    lines = []
+    for row in rows:
+        nearest = nearest_finding(row["rg_mean"], findings)
+        if nearest is None:
+            continue
+        lines.append(
+            f"Nearest measured Rg to {row['dataset']} (Rg mean {row['rg_mean']:.3g}): {nearest['name']} "
+            f"(Rg {nearest['rg']:.2g}) in the spectrum study ({report}):"
+        )
+        lines.append(f"  {nearest['finding']}.")
+    if lines and unit != "tokens":
+        lines.insert(
+            0, f"(The spectrum study counts tokens as trained, chat template included; these counts are {unit}.)"
+        )
+    return lines
