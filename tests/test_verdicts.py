@@ -102,3 +102,21 @@ def test_small_differences_are_inconclusive(tmp_path):
         assert claim(runs, acc).verdict == "inconclusive", claim.__name__
     a = claim_a(runs, acc)
     assert "same evaluation in 2 of 2 seeds" in a.evidence
+
+
+def test_sweep_report_leaves_out_unfinished_runs(tmp_path):
+    """A run still training (or stopped) must not have its last evaluation reported as final."""
+    from plw.report import write_sweep_outputs
+
+    sweep = tmp_path / "sweep"
+    write_run(sweep / "plw=1" / "seed=1", 1.0, 1, [(0, 2.0, 2.0, 0), (30, 0.5, 1.0, 20)])
+    write_run(sweep / "plw=0" / "seed=1", 0.0, 1, [(0, 2.0, 2.0, 0), (30, 0.3, 3.0, 36)])
+    write_run(sweep / "plw=0" / "seed=2", 0.0, 2, [(0, 2.0, 2.0, 0), (10, 1.0, 2.5, 4)])
+    for folder in ("plw=1/seed=1", "plw=0/seed=1"):
+        (sweep / folder / "state.json").write_text(json.dumps({"status": "finished"}))
+    (sweep / "plw=0" / "seed=2" / "state.json").write_text(json.dumps({"status": "running"}))
+    text = (write_sweep_outputs(sweep)).read_text()
+    assert "Left out, not finished: `plw=0/seed=2`" in text
+    # PLW 0's final accuracy is seed 1's 36/40 alone, not pooled with the unfinished run's 4/40.
+    assert "PLW 0: final accuracy 90.0%" in text
+    assert "10.0%" not in text.split("## Accuracy by checkpoint rule")[0]

@@ -63,6 +63,17 @@ class Run:
             self.__dict__["_predictions"] = {int(line["step"]): line for line in lines}
         return self.__dict__["_predictions"]
 
+    @property
+    def finished(self) -> bool:
+        """Whether training ended (``state.json`` says ``finished``); a folder without ``state.json`` predates it and
+        counts as finished. An unfinished run's last evaluation is not its final one."""
+        file = self.path / "state.json"
+        if not file.exists():
+            return True
+        import json
+
+        return json.loads(file.read_text()).get("status") == "finished"
+
     def outcomes(self, step: int, acc_key: str | None) -> dict[int, int] | None:
         """Row id -> 1 (right) / 0 (wrong) for ``acc_key`` at ``step``; None when not recorded."""
         field_name = OUTCOME_FIELDS.get(acc_key or "")

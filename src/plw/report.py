@@ -194,9 +194,14 @@ def write_sweep_outputs(sweep_dir: str | Path, command: str | None = None) -> Pa
     sweep_dir = Path(sweep_dir)
     if command is None and (sweep_dir / "sweep.json").exists():
         command = json.loads((sweep_dir / "sweep.json").read_text()).get("command")
-    runs = find_runs(sweep_dir)
-    if not runs:
+    found = find_runs(sweep_dir)
+    if not found:
         raise FileNotFoundError(f"no run folders with metrics.jsonl in {sweep_dir}")
+    # Only finished runs: an unfinished run's last evaluation would pass for its final one.
+    runs = [r for r in found if r.finished]
+    unfinished = [r.path.relative_to(sweep_dir) for r in found if not r.finished]
+    if not runs:
+        raise FileNotFoundError(f"no finished runs in {sweep_dir} (not finished: {', '.join(map(str, unfinished))})")
     figures = {
         "Completion loss and accuracy by PLW": "plots/sweep_curves.png",
         "Accuracy by checkpoint rule, by PLW": "plots/sweep_best.png",
@@ -210,5 +215,10 @@ def write_sweep_outputs(sweep_dir: str | Path, command: str | None = None) -> Pa
             f"{run.label}{f' seed {run.seed}' if len(runs) > len(group_by_plw(runs)) else ''}: losses and accuracy"
         ] = rel
     report = sweep_dir / "report.md"
-    atomic_write_text(report, render_report(runs, figures, command))
+    text = render_report(runs, figures, command)
+    if unfinished:
+        note = f"Left out, not finished: {', '.join(f'`{p}`' for p in unfinished)}."
+        title, rest = text.split("\n", 1)
+        text = f"{title}\n\n{note}\n{rest}"
+    atomic_write_text(report, text)
     return report

@@ -62,14 +62,6 @@ class Dataset:
         return accuracy_key([line for run in self.runs for line in run.lines])
 
 
-def is_finished(run: Run) -> bool:
-    """True when the run's ``state.json`` says it finished: only then is its last evaluation the final one."""
-    from .runner import read_state
-
-    state = read_state(run.path)
-    return bool(state) and state.get("status") == "finished"
-
-
 def eval_rg(runs: Sequence[Run]) -> float | None:
     """Mean Rg of the evaluation rows, averaged over the runs' data reports (runs of one sweep share the rows)."""
     values = [((run.data_report.get("eval") or {}).get("rg") or {}).get("rg_mean") for run in runs]
@@ -87,7 +79,7 @@ def load_dataset(sweep_dir: str | Path) -> Dataset:
     for run in find_runs(path):  # ordered from PLW 1 to PLW 0, schedules last
         loss = run.lines[-1].get("eval_completion_loss") if run.lines else None
         measured = isinstance(loss, (int, float)) and math.isfinite(loss)
-        if not isinstance(run.plw, (int, float)) or not is_finished(run) or not measured:
+        if not isinstance(run.plw, (int, float)) or not run.finished or not measured:
             left_out.append(run.path)
             continue
         groups.setdefault(float(run.plw), []).append(run)

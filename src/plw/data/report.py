@@ -21,7 +21,9 @@ class LoadReport:
     """Counts of one load: ``read`` rows seen, ``kept`` records produced, ``dropped[reason]`` rows left out.
 
     ``skipped`` counts rows of another subset than the one asked for (e.g. ``level: middle`` rows when
-    ``config: high``): they are not bad rows. ``read == kept + skipped + sum(dropped.values())``.
+    ``config: high``): they are not bad rows. With one row per record, ``read == kept + skipped +
+    sum(dropped.values())``; under ``multi_turn: expand`` an encoder's ``kept`` and ``dropped`` count rows (one per
+    assistant turn), so their sum can exceed ``read`` (records).
 
     The encoder counts ``truncated`` rows (prompt cut on the left), rows whose completion got an ``eos_appended``
     (the template ended it with no stop token), rows with a ``tail_cut`` (text the template wrote after the stop
