@@ -9,7 +9,15 @@ import torch
 
 from plw.data.collate import PaddingCollator
 from plw.data.encode import encode
-from plw.loss import check_plw, make_compute_loss_func, plw_loss, signed_labels, target_weights
+from plw.loss import (
+    check_normalization,
+    check_plw,
+    denominator,
+    make_compute_loss_func,
+    plw_loss,
+    signed_labels,
+    target_weights,
+)
 
 RECORDS = [
     {"prompt": "Tell me about the sea. " * 3, "completion": "It is big and blue."},
@@ -129,6 +137,10 @@ def test_plw_loss_skips_row_starts_and_takes_the_step_normaliser():
         (nll_b + nll_d) / 8, rel=1e-6
     )
     assert plw_loss(logits, ids, pm, cm, 0.5, normalizer=torch.tensor(8.0), position_ids=pos).dtype == torch.float32
+    # The trainer sums a step's weights in float64; the loss stays float32 (and keeps its value) all the same.
+    step_total = torch.tensor(8.0, dtype=torch.float64)
+    loss = plw_loss(logits, ids, pm, cm, 0.5, normalizer=step_total, position_ids=pos)
+    assert loss.dtype == torch.float32 and loss.item() == pytest.approx((nll_b + nll_d) / 8, rel=1e-6)
 
 
 def test_compute_loss_func_reads_tuple_outputs_and_token_id_zero():
@@ -142,3 +154,70 @@ def test_compute_loss_func_reads_tuple_outputs_and_token_id_zero():
     loss_func = make_compute_loss_func(0.3)
     assert loss_func((logits, "other outputs"), labels).item() == pytest.approx(want, rel=1e-6)
     assert loss_func({"logits": logits}, labels).item() == pytest.approx(want, rel=1e-6)
+
+
+def test_denominator_is_the_sum_of_weights_or_the_count_of_positive_ones():
+    # Weights below 1, above 1 and exactly 0 (ignored prompt tokens, padding): written out by hand.
+    w = torch.tensor([[0.5, 0.0, 2.0, 1.0], [0.0, 0.25, 0.0, 0.1]])
+    assert float(denominator(w)) == pytest.approx(0.5 + 2.0 + 1.0 + 0.25 + 0.1)
+    assert float(denominator(w, "weight")) == pytest.approx(3.85)
+    assert float(denominator(w, "tokens")) == 5.0  # the zeros do not count, the small weights do
+
+
+def test_compute_loss_func_on_a_micro_batch_with_only_prompt_targets():
+    # A micro-batch whose completion was cut off: three prompt targets at plw 0.1 weigh 0.3 in all, less than 1.
+    # The weighted mean is then the plain mean NLL of those targets (equal weights cancel); at plw 0 it is 0, not NaN.
+    torch.manual_seed(2)
+    logits = torch.randn(1, 5, 7)
+    ids = torch.tensor([[4, 1, 6, 2, 0]])
+    pm, cm = torch.tensor([[1, 1, 1, 1, 0]]), torch.tensor([[0, 0, 0, 0, 0]])
+    labels = signed_labels(ids, pm, cm)
+    logp = torch.log_softmax(logits[0].double(), -1)
+    mean_nll = sum(-logp[t - 1, ids[0, t]].item() for t in (1, 2, 3)) / 3
+    assert make_compute_loss_func(0.1)({"logits": logits}, labels).item() == pytest.approx(mean_nll, rel=1e-6)
+    assert make_compute_loss_func(0.0)({"logits": logits}, labels).item() == 0.0
+
+
+def test_bad_loss_options_are_one_line_errors_that_name_the_option():
+    # make_compute_loss_func is the entry point for stock-Trainer users; check_normalization checks the config key.
+    with pytest.raises(ValueError) as err:
+        make_compute_loss_func(1.5)
+    assert str(err.value) == "prompt_loss_weight must be in [0, 1], got 1.5"
+    assert check_normalization("tokens") == "tokens"
+    with pytest.raises(ValueError) as err:
+        check_normalization("mean")
+    assert str(err.value) == "loss_normalization must be one of weight, tokens, got 'mean'"
+
+
+def test_target_weights_equal_the_documented_formula_written_as_loops():
+    # w_t = (plw * role_weight_t * prompt_t + completion_weight * completion_t) * data_weight_t for each target
+    # t >= 1, and 0 where a packed row starts (position 0). Per-token inputs in float64: the weights are float32.
+    gen = torch.Generator().manual_seed(0)
+    pm = torch.tensor([[1, 1, 1, 0, 0, 1, 0], [0, 1, 1, 1, 0, 0, 0]])
+    cm = torch.tensor([[0, 0, 0, 1, 1, 0, 1], [0, 0, 0, 0, 1, 1, 0]])
+    pos = torch.tensor([[0, 1, 2, 3, 4, 0, 1], [0, 1, 2, 3, 4, 5, 6]])  # row 0 packs two rows
+    role = torch.rand(2, 7, generator=gen, dtype=torch.float64)
+    data = 3 * torch.rand(2, 7, generator=gen, dtype=torch.float64)
+    plw_value, cw = 0.3, 0.6
+
+    def loops(role_weight, data_weight, positions):
+        return [
+            [
+                (plw_value * role_weight[b][t] * int(pm[b, t]) + cw * int(cm[b, t]))
+                * data_weight[b][t]
+                * (positions is None or int(positions[b, t]) != 0)
+                for t in range(1, 7)
+            ]
+            for b in range(2)
+        ]
+
+    ones = [[1.0] * 7] * 2
+    cases = [
+        (plw_value * role, data, pos, loops(role.tolist(), data.tolist(), pos)),
+        (plw_value, data, None, loops(ones, data.tolist(), None)),
+        (plw_value, None, pos, loops(ones, ones, pos)),
+    ]
+    for plw_arg, data_weight, positions, want in cases:
+        got = target_weights(pm, cm, plw_arg, positions, completion_weight=cw, data_weight=data_weight)
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float32))

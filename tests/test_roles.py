@@ -13,7 +13,7 @@ from plw.data.encode import encode_records
 from plw.data.messages import ROLES
 from plw.data.packing import PackedCollator
 from plw.metrics import StreamingMetrics
-from plw.roles import RoleWeightsError, apply_role_weights, parse_role_weights
+from plw.roles import RoleWeights, RoleWeightsError, apply_role_weights, parse_role_weights
 from tests.conftest import make_tiny_model
 
 CONVERSATION = [
@@ -215,3 +215,63 @@ def test_role_weight_config_form_and_type_checks():
     for bad in (True, "0.5", float("nan")):
         with pytest.raises(RoleWeightsError, match=r"numbers in \[0, 1\]"):
             parse_role_weights({"user": bad})
+
+
+def test_a_role_weight_is_read_by_turn_position_from_the_latest():
+    weights = parse_role_weights({"user": [1.0, 0.2]})
+    assert weights.weight("user") == 1.0  # without a position: the latest turn
+    assert [weights.weight("user", back=k) for k in range(4)] == [1.0, 0.2, 0.2, 0.2]
+    assert RoleWeights().weight("user", back=3) == 1.0
+
+
+def test_role_weight_errors_in_a_config_name_the_key():
+    from plw.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError) as err:
+        from_dict({"train_data": "t.jsonl", "role_weights": {"moderator": 1}})
+    assert str(err.value) == "role_weights: unknown role 'moderator'; roles are system, user, assistant, tool"
+
+
+def pc_row():
+    """A prompt/completion row as the encoder gives it: no role_ids, no turn_ids."""
+    return {"input_ids": [5, 6, 7], "prompt_mask": [1, 1, 0], "completion_mask": [0, 0, 1]}
+
+
+def conversation_row():
+    """A conversation row: user turn 0, assistant turn 1 (the completion)."""
+    return {
+        "input_ids": [5, 6, 7, 8],
+        "prompt_mask": [1, 1, 0, 0],
+        "completion_mask": [0, 0, 1, 1],
+        "role_ids": [1, 1, 2, 2],
+        "turn_ids": [0, 0, 1, 1],
+    }
+
+
+@pytest.mark.parametrize("kinds", ["pc", "cp", "ccp", "pcc", "pcpc"])
+def test_data_that_mixes_the_two_formats_is_refused(kinds):
+    # With or without role weights, and wherever the prompt/completion rows are (first, last, between).
+    for role_weights in (None, {"user": 0.5}):
+        rows = [pc_row() if k == "p" else conversation_row() for k in kinds]
+        with pytest.raises(RoleWeightsError) as err:
+            apply_role_weights(rows, role_weights, "eval")
+        assert str(err.value) == "eval_data: mixes messages records with prompt/completion records; use one format"
+
+
+def test_conversations_get_role_weights_and_lose_turn_ids():
+    rows = [conversation_row(), conversation_row()]
+    apply_role_weights(rows, None)
+    assert all("turn_ids" not in r and "role_weight" not in r for r in rows)
+    rows = [conversation_row(), conversation_row()]
+    apply_role_weights(rows, {"user": 0.5})
+    assert [r["role_weight"] for r in rows] == [[0.5, 0.5, 1.0, 1.0]] * 2
+    assert all("turn_ids" not in r for r in rows)
+    rows = [pc_row(), pc_row()]
+    apply_role_weights(rows, None)  # prompt/completion data without role weights: left as it is
+    assert rows == [pc_row(), pc_row()]
+
+
+def test_role_weights_on_prompt_completion_data_name_the_data():
+    with pytest.raises(RoleWeightsError) as err:
+        apply_role_weights([pc_row(), pc_row()], {"user": 0.5}, "eval")
+    assert str(err.value) == "role_weights: eval_data has no messages records (role weights apply to conversations)"

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from plw.schedule import ScheduleError, parse_plw
+from plw.schedule import ScheduleError, parse_plw, plw_label, plw_values
 
 
 def test_linear_cosine_and_step_values_equal_their_formulas():
@@ -60,7 +60,15 @@ def test_constants_labels_and_config_round_trip():
         ({"start": 1}, "start and end"),
         ({"start": 1, "end": 0, "unit": "hours"}, "unit"),
         ({"start": 1, "end": 0, "length": -1}, "length"),
+        ({"start": 1, "end": 0, "length": 0}, "length"),
+        ({"start": 1, "end": 0, "length": True}, "length"),
+        ({"start": 1, "end": 0, "length": "3"}, "length"),
         ({"start": 1, "end": 0, "warmup": -1}, "warmup"),
+        ({"start": 1, "end": 0, "warmup": True}, "warmup"),
+        ({"start": 1, "end": 0, "warmup": "2"}, "warmup"),
+        ({"start": 1, "end": 0, "shape": "step", "stairs": 0}, "stairs"),
+        ({"start": 1, "end": 0, "shape": "step", "stairs": 2.5}, "stairs"),
+        ({"start": 1, "end": 0, "shape": "step", "stairs": True}, "stairs"),
         ({"start": 1, "end": 0, "stairs": 2}, "only for shape step"),
         ({"start": 1, "end": 0, "speed": 2}, "unknown schedule key"),
         (float("nan"), r"in \[0, 1\]"),
@@ -178,3 +186,62 @@ def test_warmup_boundary_and_zero_length():
     assert parse_plw({"start": 1, "end": 0, "warmup": 4}).value(4, total_steps=4) == 1.0
     # The default epoch is 0: a schedule in epochs starts at its start value when no epoch is given.
     assert parse_plw({"start": 1, "end": 0, "unit": "epochs"}).value(0, total_epochs=2) == 1.0
+
+
+def error_of(func, *args, **kwargs) -> str:
+    """The message of the ScheduleError that ``func(*args, **kwargs)`` raises."""
+    with pytest.raises(ScheduleError) as err:
+        func(*args, **kwargs)
+    return str(err.value)
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (2, "completion_loss_weight must be in [0, 1], got 2"),
+        ("1.5", "completion_loss_weight: '1.5' is not a number in [0, 1] or a schedule such as '1->0:linear'"),
+        ("1.5->0", "completion_loss_weight.start must be in [0, 1], got 1.5"),
+        ("1->1.5", "completion_loss_weight.end must be in [0, 1], got 1.5"),
+        ("1e->0", "completion_loss_weight: '1e' is not a number"),  # shaped like START->END, START not a number
+        ("0->1e", "completion_loss_weight: '1e' is not a number"),
+        ({"start": 1.5, "end": 0}, "completion_loss_weight.start must be in [0, 1], got 1.5"),
+        ({"start": 1, "end": -1}, "completion_loss_weight.end must be in [0, 1], got -1"),
+        (
+            {"start": 1, "end": 0, "speed": 2},
+            "completion_loss_weight: unknown schedule key(s) ['speed']; known: start, end, shape, unit, length, "
+            "warmup, stairs",
+        ),
+        (
+            {"start": 1, "end": 0, "shape": "zigzag"},
+            "completion_loss_weight.shape: expected one of constant, linear, cosine, step, got 'zigzag'",
+        ),
+        (
+            {"start": 1, "end": 0, "shape": "step", "stairs": 0},
+            "completion_loss_weight.stairs: a positive integer, got 0",
+        ),
+    ],
+)
+def test_errors_name_the_key_they_are_about(value, message):
+    # plw promises one-line errors that name the bad key; parse_plw is told the key by its callers.
+    assert error_of(parse_plw, value, "completion_loss_weight") == message
+
+
+def test_the_default_key_is_prompt_loss_weight():
+    assert error_of(parse_plw, {"start": 1.5, "end": 0}) == "prompt_loss_weight.start must be in [0, 1], got 1.5"
+
+
+def test_sweep_values_are_checked_under_their_key_and_repeats_are_shown():
+    assert plw_values([1, "1->0", 0.1], "plw_values") == [1.0, "1->0:linear", 0.1]
+    assert error_of(plw_values, [0.5, 1.5], "plw_values") == "plw_values must be in [0, 1], got 1.5"
+    # The same schedule written two ways is a repeat; the message shows the values as given ...
+    repeated = [0.5, "1->0", {"start": 1, "end": 0}]
+    assert error_of(plw_values, repeated, "plw_values") == f"plw_values: repeated values in {repeated!r}"
+    # ... or, for the command line, the text the user typed.
+    assert error_of(plw_values, [0.1, 0.1], "--plw", shown="0.1,0.10") == "--plw: repeated values in '0.1,0.10'"
+
+
+def test_plw_label_of_config_values():
+    assert plw_label(0.1) == "0.1"
+    assert plw_label("1->0") == "1→0 linear"
+    assert plw_label({"start": 1, "end": 0.2, "shape": "cosine", "warmup": 3}) == "1→0.2 cosine (warm-up 3 steps)"
+    assert plw_label("sideways") == "sideways"  # a value that does not parse is shown as it is
