@@ -13,16 +13,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from plw.analysis import accuracy_key, load_run, rows_scored
+from plw.analysis import accuracy_key, checkpoint_lines, load_run, rows_scored
 from plw.uncertainty import wilson_interval
 from plw.verdicts import paired_at
-
-
-def final_eval(lines: list[dict]) -> dict:
-    evals = [line for line in lines if "eval_completion_loss" in line]
-    if not evals:
-        raise SystemExit("run has no evaluation")
-    return evals[-1]
 
 
 def main() -> None:
@@ -32,7 +25,9 @@ def main() -> None:
     args = parser.parse_args()
     runs = [load_run(args.run_a), load_run(args.run_b)]
     acc = accuracy_key(runs[0].lines)
-    finals = [final_eval(r.lines) for r in runs]
+    finals = [checkpoint_lines(r, None)["final"] for r in runs]  # the pre-declared `final` rule
+    if any(line is None for line in finals):
+        raise SystemExit("a run has no evaluation")
     print(f"{'run':<40} {'step':>5} {'compl loss':>10} {'prompt loss':>11} {'accuracy [95% Wilson]':>26}")
     for run, line in zip(runs, finals, strict=True):
         acc_text = "-"

@@ -85,8 +85,8 @@ def load_dataset(sweep_dir: str | Path) -> Dataset:
         groups.setdefault(float(run.plw), []).append(run)
     if not groups:
         raise FileNotFoundError(
-            f"{path}: no finished runs at a constant PLW (run folders with metrics.jsonl and a state.json "
-            "that says finished)"
+            f"{path}: no finished runs at a constant PLW (run folders with metrics.jsonl whose state.json "
+            "says finished)"
         )
     for runs in groups.values():
         runs.sort(key=lambda r: (r.seed is None, r.seed or 0))
