@@ -145,11 +145,12 @@ def parse_plw(value: Any, name: str = "prompt_loss_weight") -> PLWSchedule:
         match = _SHORT.match(text)
         if match is None:
             try:
-                return parse_plw(float(text), name)
+                number = float(text)
             except ValueError:
                 raise ScheduleError(
                     f"{name}: {value!r} is not a number in [0, 1] or a schedule such as '1->0:linear'"
                 ) from None
+            return parse_plw(number, name)
         start, end, shape = match.groups()
         return parse_plw({"start": _float(start, name), "end": _float(end, name), "shape": shape or "linear"}, name)
     if isinstance(value, dict):
@@ -165,10 +166,10 @@ def parse_plw(value: Any, name: str = "prompt_loss_weight") -> PLWSchedule:
         if unit not in UNITS:
             raise ScheduleError(f"{name}.unit: expected steps or epochs, got {unit!r}")
         length = value.get("length")
-        if length is not None and (isinstance(length, bool) or not isinstance(length, (int, float)) or length <= 0):
+        if length is not None and not (_finite(length) and length > 0):
             raise ScheduleError(f"{name}.length: a positive number of {unit} or null, got {length!r}")
         warmup = value.get("warmup", 0) or 0
-        if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or warmup < 0 or math.isnan(warmup):
+        if not (_finite(warmup) and warmup >= 0):
             raise ScheduleError(f"{name}.warmup: a number of {unit} >= 0, got {warmup!r}")
         stairs = value.get("stairs", 1)
         if isinstance(stairs, bool) or not isinstance(stairs, int) or stairs < 1:
@@ -181,6 +182,11 @@ def parse_plw(value: Any, name: str = "prompt_loss_weight") -> PLWSchedule:
             start, end, shape, unit, None if length is None else float(length), float(warmup), int(stairs)
         )
     return PLWSchedule(_number(value, name), _number(value, name), "constant")
+
+
+def _finite(value: Any) -> bool:
+    """A real, finite number (bools, strings, NaN and infinities are not)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _float(text: str, name: str) -> float:
