@@ -204,7 +204,8 @@ def sort_runs(runs: list[Run]) -> list[Run]:
 
 
 def rule_accuracy(group: list[Run], acc: str, rule: str) -> dict[str, Any] | None:
-    """A PLW's accuracy under one checkpoint rule: mean over seeds, min–max, Wilson interval over pooled rows."""
+    """A PLW's accuracy under one checkpoint rule: mean over seeds, min–max, and the rows pooled over seeds
+    (``correct`` of ``rows``) with their Wilson interval ``lo``–``hi``."""
     values, right, rows, steps = [], 0.0, 0, []
     for run in group:
         line = checkpoint_lines(run, acc)[rule]
@@ -224,5 +225,6 @@ def rule_accuracy(group: list[Run], acc: str, rule: str) -> dict[str, Any] | Non
         "lo": lo,
         "hi": hi,
         "rows": rows,
+        "correct": round(right) if rows else None,
         "steps": steps,
     }

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .analysis import Run, accuracy_key, checkpoint_lines, format_plw, rows_scored, rule_accuracy
+from .analysis import Run, accuracy_key, checkpoint_lines, format_plw, rule_accuracy
 from .report import find_runs
 from .runio import atomic_write_json, atomic_write_text
 from .uncertainty import Paired
@@ -129,9 +129,7 @@ def plw_summary(runs: list[Run], acc: str | None) -> dict[str, Any]:
     }
     a = rule_accuracy(runs, acc, RULE) if acc else None
     if a is not None:
-        lines = [final_line(run) for run in runs]
-        rows = a["rows"] or None
-        correct = round(sum(ln[acc] * (rows_scored(ln, acc) or 0) for ln in lines)) if rows else None
+        rows, correct = a["rows"] or None, a["correct"]
         summary["accuracy"] = {
             "metric": acc.removeprefix("eval_"),
             "mean": a["mean"],
