@@ -120,3 +120,15 @@ def test_sweep_report_leaves_out_unfinished_runs(tmp_path):
     # PLW 0's final accuracy is seed 1's 36/40 alone, not pooled with the unfinished run's 4/40.
     assert "PLW 0: final accuracy 90.0%" in text
     assert "10.0%" not in text.split("## Accuracy by checkpoint rule")[0]
+
+
+def test_sweep_report_calls_best_accuracy_optimistic_only_over_several_evaluations(tmp_path):
+    from plw.report import write_sweep_outputs
+
+    for k, evals in ((1, [(30, 0.5, 1.0, 20)]), (3, [(0, 2.0, 2.0, 0), (15, 1.0, 1.5, 25), (30, 0.5, 1.0, 20)])):
+        sweep = tmp_path / f"k{k}"
+        write_run(sweep / "plw=1", 1.0, 1, evals)
+        text = write_sweep_outputs(sweep).read_text()
+        optimistic = f"picks the maximum of {k} noisy measurements"
+        assert (optimistic in text) == (k > 1), text
+        assert ("With one evaluation per run it is the final accuracy." in text) == (k == 1)

@@ -139,13 +139,18 @@ def render_report(runs: list[Run], figures: dict[str, str], command: str | None 
     ]
     if acc:
         lines += ["## What this sweep shows", "", *headline(runs, acc), ""]
+        k = max(len(r.lines) for r in runs)
+        best = (
+            "With one evaluation per run it is the final accuracy."
+            if k == 1
+            else f"The best accuracy over all evaluations is optimistic — it picks the maximum of {k} noisy "
+            "measurements — and is shown for reference only."
+        )
         lines += [
             "## Accuracy by checkpoint rule",
             "",
             "The rules are declared before looking: the evaluation with the lowest completion loss, the one with the "
-            "lowest full-sequence loss (usual practice), and the last one. The best accuracy over all evaluations is "
-            f"optimistic — it picks the maximum of {max(len(r.lines) for r in runs)} noisy measurements — and is "
-            "shown for reference only.",
+            f"lowest full-sequence loss (usual practice), and the last one. {best}",
             "",
             *accuracy_table(runs, acc),
             "",
