@@ -45,9 +45,10 @@ LONG = {
 
 def write_run(folder, plw, seed, evals, choices, rg_eval, rg_train, status="finished"):
     folder.mkdir(parents=True)
-    (folder / "config.yaml").write_text(yaml.safe_dump({"prompt_loss_weight": plw, "seed": seed}))
+    config = {"prompt_loss_weight": plw, "seed": seed, "model": "tiny-llama", "lora": {"r": 4}}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
     (folder / "state.json").write_text(json.dumps({"status": status, "step": evals[-1][0]}))
-    report = {"train": {"rg": {"rg_mean": rg_train}}, "eval": {"rg": {"rg_mean": rg_eval}}}
+    report = {"train": {"kept": 30, "rg": {"rg_mean": rg_train}}, "eval": {"rg": {"rg_mean": rg_eval}}}
     (folder / "data_report.json").write_text(json.dumps(report))
     metrics, predictions = [], []
     for step, loss, right in evals:
@@ -202,6 +203,7 @@ def test_cli_writes_figure_report_and_findings(sweeps, tmp_path, capsys, monkeyp
     assert "Huerta-Enochian & Ko (2024) report that" in report
     assert f"plw spectrum {long} {short} --findings {packaged}" in report
     assert "short/plw=1/seed=3" in report  # named as left out
+    assert ". Measured with tiny-llama, LoRA r4, 30 training rows, 20 steps, 10 evaluation rows, seeds 1,2." in report
     # plw stats reads what plw spectrum wrote: a dataset of Rg 0.02 in words gets the "short" finding.
     import plw.stats
 
@@ -216,6 +218,7 @@ def test_cli_writes_figure_report_and_findings(sweeps, tmp_path, capsys, monkeyp
         in printed
     )
     assert summary["datasets"][0]["finding"] in printed
+    assert f"Measured with {summary['datasets'][0]['scope']}: a small study" in printed
 
 
 def test_default_out_is_the_common_parent(tmp_path):
@@ -253,3 +256,13 @@ def test_folders_without_finished_runs_are_clear_errors(tmp_path, capsys):
     assert main(["spectrum", str(tmp_path / "a" / "x"), str(tmp_path / "b" / "x")]) == 2
     assert "share the name 'x'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_findings_say_what_each_dataset_was_measured_with(sweeps):
+    out = findings(load_spectrum(sweeps), "r.md")
+    scopes = {d["name"]: d["scope"] for d in out["datasets"]}
+    # The unfinished seed 3 of "short" is left out of the seeds, as it is of the numbers.
+    assert scopes == {
+        "short": "tiny-llama, LoRA r4, 30 training rows, 20 steps, 10 evaluation rows, seeds 1,2",
+        "long": "tiny-llama, LoRA r4, 30 training rows, 20 steps, 10 evaluation rows, seeds 1,2",
+    }

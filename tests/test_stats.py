@@ -164,7 +164,12 @@ FINDINGS = {
     "report": "docs/results/spectrum/report.md",
     "datasets": [
         {"name": "letters", "rg": 0.01, "finding": "PLW 0 had lower completion loss than PLW 1 in 3 of 3 seeds"},
-        {"name": "worked", "rg": 1.0, "finding": "PLW 0 had higher completion loss than PLW 1 in 2 of 3 seeds"},
+        {
+            "name": "worked",
+            "rg": 1.0,
+            "finding": "PLW 0 had higher completion loss than PLW 1 in 2 of 3 seeds",
+            "scope": "m, LoRA r16, 96 training rows, 32 steps, 30 evaluation rows, seeds 1,2",
+        },
     ],
 }
 RG_03 = [{"prompt": " ".join(["p"] * 10), "completion": "a b c"}] * 2  # 3 / 10 words
@@ -182,6 +187,8 @@ def test_stats_prints_the_spectrum_finding_nearest_on_a_log_scale(tmp_path, caps
     assert (
         "Nearest measured Rg to rg03 (Rg mean 0.3): worked (Rg 1) in the spectrum study "
         "(docs/results/spectrum/report.md):\n  PLW 0 had higher completion loss than PLW 1 in 2 of 3 seeds.\n"
+        "  Measured with m, LoRA r16, 96 training rows, 32 steps, 30 evaluation rows, seeds 1,2: a small study; "
+        "read its intervals before acting on it.\n"
     ) in printed
     assert "letters" not in printed
     assert "these counts are whitespace words" in printed  # the study's Rg counts tokens

@@ -14,7 +14,7 @@
 Rg is the mean completion / prompt token ratio of the evaluation rows as trained (chat template included), from the
 runs' ``data_report.json``. ``findings.json`` is what ``plw stats`` reads (its packaged copy,
 ``plw/spectrum_findings.json``): a top-level ``report`` (the report's path as written) and ``datasets``, each with
-``name``, ``rg`` and ``finding``.
+``name``, ``rg``, ``finding`` and ``scope`` (model, rows, steps and seeds the finding rests on).
 """
 
 from __future__ import annotations
@@ -67,6 +67,28 @@ def eval_rg(runs: Sequence[Run]) -> float | None:
     values = [((run.data_report.get("eval") or {}).get("rg") or {}).get("rg_mean") for run in runs]
     values = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
     return sum(values) / len(values) if values else None
+
+
+def dataset_scope(dataset: Dataset) -> str:
+    """What a dataset's numbers rest on, in one line for readers of the findings: model, tuning, training rows,
+    steps, evaluation rows and seeds (``smollm2-135m-instruct, LoRA r16, 96 training rows, 16 steps, 50 evaluation
+    rows, seeds 1,2``), from the first run's config and data report and every run's final evaluation."""
+    first = dataset.runs[0]
+    lora = first.config.get("lora")
+    tuning = f"LoRA r{lora['r']}" if isinstance(lora, dict) and lora.get("r") else "full fine-tuning"
+    train = (first.data_report.get("train") or {}).get("kept")
+    steps = sorted({int(final_line(run)["step"]) for run in dataset.runs})
+    rows = sorted({int(final_line(run).get("eval_rows") or 0) for run in dataset.runs})
+    seeds = sorted({run.seed for run in dataset.runs if run.seed is not None})
+    parts = [
+        str(first.config.get("model") or "model ?"),
+        tuning,
+        f"{train if train is not None else '?'} training rows",
+        f"{'-'.join(map(str, (steps[0], steps[-1]))) if len(steps) > 1 else steps[0]} steps",
+        f"{'-'.join(map(str, (rows[0], rows[-1]))) if len(rows) > 1 else rows[0]} evaluation rows",
+        f"seeds {','.join(map(str, seeds))}" if seeds else "one unseeded run per PLW",
+    ]
+    return ", ".join(parts)
 
 
 def load_dataset(sweep_dir: str | Path) -> Dataset:
@@ -280,6 +302,7 @@ def findings(datasets: Sequence[Dataset], report: str | Path, command: str | Non
                     for c in comparisons
                 ],
                 "finding": dataset_finding(d, comparisons),
+                "scope": dataset_scope(d),
                 "left_out": [str(p) for p in d.left_out],
             }
         )
@@ -403,7 +426,10 @@ def render_spectrum(summary: dict[str, Any], figure: str) -> str:
         f"accuracy by an {MCNEMAR}, on the final evaluation's rows; a direction is named only when p < {ALPHA:g}.",
         "",
     ]
-    lines += [f"- **{d['name']}** (Rg {rg_text(d['rg'])}): {d['finding']}." for d in summary["datasets"]]
+    lines += [
+        f"- **{d['name']}** (Rg {rg_text(d['rg'])}): {d['finding']}. Measured with {d['scope']}."
+        for d in summary["datasets"]
+    ]
     left_out = [p for d in summary["datasets"] for p in d["left_out"]]
     if left_out:
         lines += [

@@ -485,8 +485,8 @@ def nearest_finding(rg: float, findings: dict[str, Any]) -> dict[str, Any] | Non
 
 
 def spectrum_guidance(rows: Sequence[dict[str, Any]], findings: dict[str, Any], unit: str = "tokens") -> list[str]:
-    """Per dataset row, the spectrum study's finding on the dataset of nearest Rg (two lines), in the findings' own
-    words; nothing when there are no findings."""
+    """Per dataset row, the spectrum study's finding on the dataset of nearest Rg, in the findings' own words, and
+    what it was measured with; nothing when there are no findings."""
     report = findings.get("report") or "its report.md"
     lines = []
     for row in rows:
@@ -498,6 +498,8 @@ def spectrum_guidance(rows: Sequence[dict[str, Any]], findings: dict[str, Any], 
             f"(Rg {nearest['rg']:.2g}) in the spectrum study ({report}):"
         )
         lines.append(f"  {nearest['finding']}.")
+        if nearest.get("scope"):
+            lines.append(f"  Measured with {nearest['scope']}: a small study; read its intervals before acting on it.")
     if lines and unit != "tokens":
         lines.insert(
             0, f"(The spectrum study counts tokens as trained, chat template included; these counts are {unit}.)"
