@@ -148,3 +148,131 @@ def test_bad_records_name_the_record(tokenizer, record, message):
 
 def test_public_api_exports_encode():
     assert plw.encode is encode
+
+
+def test_render_splits_the_templates_own_text_where_the_answer_starts(tokenizer):
+    from plw.data import render
+
+    record = {**RECORD, "system": "Be brief."}
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": RECORD["prompt"]},
+        {"role": "assistant", "content": RECORD["completion"]},
+    ]
+    prompt_text, completion_text = render(tokenizer, record)
+    # Independent reference: the tokenizer's own rendering of the conversation, and of it without the answer.
+    assert prompt_text + completion_text == tokenizer.apply_chat_template(messages, tokenize=False)
+    assert prompt_text == tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+    assert completion_text.startswith("4")
+    # The encoder's completion tokens decode to the rendered completion.
+    assert segments(tokenizer, encode(tokenizer, record))[1] == completion_text
+    # Plain mode: the prompt and the separator, then the completion as written (no BOS/EOS).
+    assert render(tokenizer, RECORD, template="plain", separator=" ## ") == (RECORD["prompt"] + " ## ", "4")
+
+
+def bos_tokenizer(bos="<s>", eos="</s>"):
+    """A tiny byte-level BPE tokenizer that starts ordinary text with BOS, as Llama's do."""
+    from tokenizers import processors
+
+    from tests.tiny_tokenizers import tiny_tokenizer
+
+    tok = tiny_tokenizer("bpe", bos=bos, eos=eos)
+    if bos:
+        tok._tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", special_tokens=[(bos, tok.bos_token_id)]
+        )
+    return tok
+
+
+def test_plain_mode_keeps_the_tokenizers_bos_convention_and_eos_choice():
+    from tests.tiny_tokenizers import tiny_tokenizer
+
+    record = {"prompt": "Hello world", "completion": "Paris"}
+    tok = bos_tokenizer()
+    assert tok("a")["input_ids"][0] == tok.bos_token_id  # the convention under test
+    row = encode(tok, record, template="plain")
+    check_row_shape(row)
+    assert row["attention_mask"] == [1] * len(row["input_ids"])
+    # Reference: BOS once, then the tokenizer's own ids of the text, then EOS; the split is where "Paris" starts.
+    body = tok("Hello world\nParis", add_special_tokens=False)["input_ids"]
+    assert row["input_ids"] == [tok.bos_token_id, *body, tok.eos_token_id]
+    assert segments(tok, row) == ("<s>Hello world\n", "Paris</s>")
+    # Without BOS in the tokenizer, none is added; add_eos never leaves the completion without a stop token.
+    no_bos = tiny_tokenizer("bpe", eos="</s>")
+    assert segments(no_bos, encode(no_bos, record, template="plain")) == ("Hello world\n", "Paris</s>")
+    row = encode(no_bos, record, template="plain", add_eos="never")
+    assert segments(no_bos, row) == ("Hello world\n", "Paris") and no_bos.eos_token_id not in row["input_ids"]
+    no_eos = tiny_tokenizer("bpe")
+    with pytest.raises(ValueError) as err:
+        encode(no_eos, record, template="plain")
+    assert str(err.value) == "plain template needs a tokenizer with an EOS token (or add_eos: never)"
+    _, report = encode_records(no_bos, [record, record], template="plain")
+    assert report.eos_appended == 2
+
+
+@pytest.mark.parametrize("bad", [1, 0, -5, 2.5, "3", True])
+def test_encode_records_refuses_a_max_length_under_two_or_not_an_integer(tokenizer, bad):
+    with pytest.raises(ValueError) as err:
+        encode_records(tokenizer, [RECORD], max_length=bad)
+    assert str(err.value) == f"max_length must be an integer >= 2, got {bad!r}"
+
+
+def test_encode_records_accepts_max_length_two(tokenizer):
+    # Two tokens is the least a row can be (one prompt token, one completion token): the record is dropped, not
+    # refused.
+    rows, report = encode_records(tokenizer, [RECORD], max_length=2)
+    assert rows == [] and report.dropped == {"too_long": 1}
+
+
+def test_an_expanded_turn_too_long_is_dropped_and_counted_and_later_turns_kept(tokenizer):
+    messages = [
+        {"role": "user", "content": "Say a lot."},
+        {"role": "assistant", "content": "word " * 120},  # alone longer than max_length: cannot be kept
+        {"role": "user", "content": "Now one word."},
+        {"role": "assistant", "content": "Fine."},  # fits once the history is cut on the left
+    ]
+    rows, report = encode_records(
+        tokenizer,
+        [{"messages": messages}, {"messages": messages[:2]}],
+        max_length=80,
+        truncation="truncate_prompt_left",
+        multi_turn="expand",
+        names=["chat.jsonl:1", "chat.jsonl:2"],
+    )
+    assert report.dropped == {"too_long": 2}
+    assert report.examples["too_long"] == ["chat.jsonl:1", "chat.jsonl:2"]
+    assert (report.read, report.kept, report.truncated) == (2, 1, 1)
+    assert len(rows) == 1 and segments(tokenizer, rows[0])[1] == "Fine.<|im_end|>\n"
+
+
+def test_record_errors_name_the_record_once(tokenizer):
+    good = {"prompt": "a", "completion": "b"}
+    cases = [
+        ({"prompt": 1, "completion": "b"}, "field 'prompt' must be a string, got int"),
+        ({"prompt": "a", "completion": "b", "weight": -1}, "weight must be a finite number >= 0, got -1"),
+        (["not", "a", "dict"], "expected a JSON object with 'prompt' and 'completion', got list"),
+    ]
+    for bad, message in cases:
+        with pytest.raises(RecordError) as err:
+            encode_records(tokenizer, [good, bad], names=["data.jsonl:1", "data.jsonl:2"])
+        assert str(err.value) == f"data.jsonl:2: {message}"
+        with pytest.raises(RecordError) as err:
+            encode_records(tokenizer, [good, bad])
+        assert str(err.value) == f"record 1: {message}"
+
+
+def test_options_and_template_arguments_reach_the_template(tokenizer):
+    from plw.data import chat_options
+
+    shout = "{% for m in messages %}{{ (m['content'] | upper if loud else m['content']) + '|' }}{% endfor %}"
+    shout += "{% if add_generation_prompt %}{{ '>' }}{% endif %}"
+    record = {"prompt": "hi", "completion": "yes"}
+    for kwargs in ({"chat_template": shout, "chat_template_kwargs": {"loud": True}},):
+        row = encode(tokenizer, record, **kwargs)
+        assert segments(tokenizer, row)[0] == "HI|"
+        rows, _ = encode_records(tokenizer, [record], **kwargs)
+        assert segments(tokenizer, rows[0])[0] == "HI|"
+    options = chat_options(chat_template=shout, chat_template_kwargs={"loud": False})
+    assert segments(tokenizer, encode(tokenizer, record, options=options))[0] == "hi|"
+    rows, _ = encode_records(tokenizer, [record], options=options)
+    assert segments(tokenizer, rows[0])[0] == "hi|"
