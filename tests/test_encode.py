@@ -276,3 +276,35 @@ def test_options_and_template_arguments_reach_the_template(tokenizer):
     assert segments(tokenizer, encode(tokenizer, record, options=options))[0] == "hi|"
     rows, _ = encode_records(tokenizer, [record], options=options)
     assert segments(tokenizer, rows[0])[0] == "hi|"
+
+
+def test_validate_record_messages_and_template_choice(tokenizer):
+    from plw.data import chat_options, render, validate_record
+    from plw.data.encode import use_chat_template
+
+    cases = [
+        (["x"], "record: expected a JSON object with 'prompt' and 'completion', got list"),
+        ({"prompt": "a"}, "record: missing field 'completion'"),
+        ({"prompt": "a", "completion": 3}, "record: field 'completion' must be a string, got int"),
+        ({"prompt": "a", "completion": "  "}, "record: empty completion (nothing to learn)"),
+        ({"prompt": "a", "completion": "b", "system": 7}, "record: field 'system' must be a string"),
+    ]
+    for record, message in cases:
+        with pytest.raises(RecordError) as err:
+            validate_record(record)
+        assert str(err.value) == message
+    validate_record({"prompt": "a", "completion": "b", "system": None})  # an absent system prompt is fine
+    with pytest.raises(ValueError) as err:
+        use_chat_template(tokenizer, "jinja")
+    assert str(err.value).startswith("template must be one of") and str(err.value).endswith("got 'jinja'")
+    # render() honours options (here a template that replaces the tokenizer's) and the default separator.
+    options = chat_options(chat_template=CHATML_NO_SYSTEM)
+    assert render(tokenizer, RECORD, options=options) == (
+        f"<|im_start|>user\n{RECORD['prompt']}<|im_end|>\n<|im_start|>assistant\n",
+        "4<|im_end|>\n",
+    )
+    assert render(tokenizer, RECORD, template="plain") == (RECORD["prompt"] + "\n", "4")
+    # A tokenizer without a template renders plain text, unless the options bring one.
+    bare = with_template(tokenizer, None)
+    assert render(bare, RECORD) == (RECORD["prompt"] + "\n", "4")
+    assert render(bare, RECORD, options=options) == render(tokenizer, RECORD, options=options)
