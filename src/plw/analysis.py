@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +64,10 @@ class Run:
             self.__dict__["_predictions"] = {int(line["step"]): line for line in lines}
         return self.__dict__["_predictions"]
 
-    @property
+    @cached_property
     def finished(self) -> bool:
-        """Whether training ended (``state.json`` says ``finished``); a folder without ``state.json`` predates it and
-        counts as finished. An unfinished run's last evaluation is not its final one."""
+        """Whether training ended (``state.json`` says ``finished``, read once per :class:`Run`); a folder without
+        ``state.json`` predates it and counts as finished. An unfinished run's last evaluation is not its final one."""
         file = self.path / "state.json"
         if not file.exists():
             return True

@@ -203,9 +203,8 @@ def write_sweep_outputs(sweep_dir: str | Path, command: str | None = None) -> Pa
     if not found:
         raise FileNotFoundError(f"no run folders with metrics.jsonl in {sweep_dir}")
     # Only finished runs: an unfinished run's last evaluation would pass for its final one.
-    finished = [(r, r.finished) for r in found]  # one read of each state.json
-    runs = [r for r, done in finished if done]
-    unfinished = [r.path.relative_to(sweep_dir) for r, done in finished if not done]
+    runs = [r for r in found if r.finished]
+    unfinished = [r.path.relative_to(sweep_dir) for r in found if not r.finished]
     if not runs:
         raise FileNotFoundError(f"no finished runs in {sweep_dir} (not finished: {', '.join(map(str, unfinished))})")
     figures = {

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import os
 import shlex
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,18 +77,24 @@ def dataset_scope(dataset: Dataset) -> str:
     lora = first.config.get("lora")
     tuning = f"LoRA r{lora['r']}" if isinstance(lora, dict) and lora.get("r") else "full fine-tuning"
     train = (first.data_report.get("train") or {}).get("kept")
-    steps = sorted({int(final_line(run)["step"]) for run in dataset.runs})
-    rows = sorted({int(final_line(run).get("eval_rows") or 0) for run in dataset.runs})
+    finals = [final_line(run) for run in dataset.runs]
     seeds = sorted({run.seed for run in dataset.runs if run.seed is not None})
     parts = [
         str(first.config.get("model") or "model ?"),
         tuning,
         f"{train if train is not None else '?'} training rows",
-        f"{'-'.join(map(str, (steps[0], steps[-1]))) if len(steps) > 1 else steps[0]} steps",
-        f"{'-'.join(map(str, (rows[0], rows[-1]))) if len(rows) > 1 else rows[0]} evaluation rows",
+        f"{_span(int(line['step']) for line in finals)} steps",
+        f"{_span(int(line.get('eval_rows') or 0) for line in finals)} evaluation rows",
         f"seeds {','.join(map(str, seeds))}" if seeds else "one unseeded run per PLW",
     ]
     return ", ".join(parts)
+
+
+def _span(values: Iterable[int]) -> str:
+    """``16`` when every value is 16, ``16-22`` when they range from 16 to 22."""
+    values = list(values)
+    low, high = min(values), max(values)
+    return str(low) if low == high else f"{low}-{high}"
 
 
 def load_dataset(sweep_dir: str | Path) -> Dataset:
