@@ -267,11 +267,10 @@ def test_options_and_template_arguments_reach_the_template(tokenizer):
     shout = "{% for m in messages %}{{ (m['content'] | upper if loud else m['content']) + '|' }}{% endfor %}"
     shout += "{% if add_generation_prompt %}{{ '>' }}{% endif %}"
     record = {"prompt": "hi", "completion": "yes"}
-    for kwargs in ({"chat_template": shout, "chat_template_kwargs": {"loud": True}},):
-        row = encode(tokenizer, record, **kwargs)
-        assert segments(tokenizer, row)[0] == "HI|"
-        rows, _ = encode_records(tokenizer, [record], **kwargs)
-        assert segments(tokenizer, rows[0])[0] == "HI|"
+    kwargs = {"chat_template": shout, "chat_template_kwargs": {"loud": True}}
+    assert segments(tokenizer, encode(tokenizer, record, **kwargs))[0] == "HI|"
+    rows, _ = encode_records(tokenizer, [record], **kwargs)
+    assert segments(tokenizer, rows[0])[0] == "HI|"
     options = chat_options(chat_template=shout, chat_template_kwargs={"loud": False})
     assert segments(tokenizer, encode(tokenizer, record, options=options))[0] == "hi|"
     rows, _ = encode_records(tokenizer, [record], options=options)
