@@ -216,6 +216,11 @@ def test_real_templates_are_exact_or_refused():
     assert usable >= 0.8 * total, f"only {usable} of {total} encodings usable"
 
 
+@pytest.mark.skipif(
+    not TEMPLATES_DIR.is_dir(),
+    reason=f"needs the stop tokens of the models TRL's templates belong to, from {TEMPLATES_DIR} (without them "
+    "GLM-4-MoE's <|user|> stop is guessed wrong)",
+)
 def test_trl_training_templates_are_exact_or_refused():
     templates = _trl_templates()
     if not templates:
