@@ -367,3 +367,95 @@ def test_loss_impl_switch_is_validated(tiny_model, tmp_path):
         plw.PLWTrainer(model=tiny_model, args=args, loss_impl="fast")
     trainer = plw.PLWTrainer(model=tiny_model, args=args)
     assert trainer.loss_impl == "chunked" and "fused" in trainer.loss_path()
+
+
+def test_softmax_nll_is_stable_per_row():
+    # Each row is shifted by its own maximum: a row whose logits sit 1000 below another's still gets its NLL (a shift
+    # by the chunk's maximum would underflow it to exp(-1000) = 0 and return infinity).
+    from plw.chunked_loss import _softmax_nll_
+
+    logits = torch.tensor([[0.0, 1.0, 2.0], [-1000.0, -999.0, -998.0], [500.0, 499.0, 498.0]])
+    targets = torch.tensor([0, 2, 1])
+    want = F.cross_entropy(logits, targets, reduction="none")
+    got = _softmax_nll_(logits.clone(), targets)
+    torch.testing.assert_close(got, want)
+
+
+def test_describe_backend_names_each_path():
+    from plw.chunked_loss import describe_backend
+
+    assert describe_backend("fused", 64) == (
+        "chunked loss, fused linear+NLL gradient, 64 targets per chunk, zero-weight targets skipped"
+    )
+    assert describe_backend("checkpoint") == (
+        "chunked loss, output projection recomputed in backward (checkpointed), 512 targets per chunk, zero-weight "
+        "targets skipped"
+    )
+    assert describe_backend("cce") == "chunked loss via cut-cross-entropy (CUDA kernel), zero-weight targets skipped"
+
+
+def test_output_head_unwraps_module_wrappers_and_refuses_a_model_without_one():
+    model = SoftcappedLM()
+
+    class Wrapper(nn.Module):  # how DDP and DeepSpeed engines hold the model
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    assert output_head(Wrapper(Wrapper(model))) is model.lm_head
+    with pytest.raises(
+        ValueError, match=r"^Linear has no output embedding module \(get_output_embeddings\(\) returned"
+    ):
+        output_head(nn.Linear(2, 2))
+
+
+class PlainLM(SoftcappedLM):
+    """The same toy LM without the soft-capping: its logits are the head's output."""
+
+    def forward(self, input_ids):
+        return type("Out", (), {"logits": self.lm_head(self.embed(input_ids))})()
+
+
+def test_capture_records_the_head_output_and_ignores_other_calls():
+    plain = PlainLM()
+    ids = torch.randint(0, 20, (2, 6))
+    with FinalHiddenCapture(plain.lm_head) as cap:
+        out = plain(ids)
+    assert torch.equal(cap.head_output, out.logits)  # what check_head_output compares under autocast
+    assert out.logits.shape == (2, 1, 20) and cap.hidden.shape == (2, 6, 8)
+    # A call with [tokens, hidden] (not [batch, tokens, hidden]) is left alone, so the capture reports failure.
+    with pytest.raises(RuntimeError, match="never called its output embedding"):
+        with FinalHiddenCapture(plain.lm_head):
+            assert plain.lm_head(torch.randn(6, 8)).shape == (6, 20)
+
+
+def test_head_check_is_skipped_only_under_active_dropout():
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 5, 8)
+    for p, training, checked in ((0.1, True, False), (0.0, True, True), (0.1, False, True)):
+        head = nn.Sequential(nn.Dropout(p), nn.Linear(8, 20)).train(training)
+        with torch.no_grad():
+            logits = head[1](hidden[:, -1:])
+        assert check_head_output(logits, hidden, head) is checked, (p, training)
+
+
+def test_backend_choice_reaches_the_computation():
+    # Which path ran is visible in the autograd graph: the fused function, or checkpointed chunks summed.
+    torch.manual_seed(0)
+    head = nn.Linear(8, 30, bias=False)
+    hidden = torch.randn(10, 8, requires_grad=True)
+    targets, weights = torch.randint(0, 30, (10,)), torch.rand(10)
+
+    def path(**kwargs):
+        return type(linear_weighted_nll(hidden, head, targets, weights, chunk_tokens=4, **kwargs).grad_fn).__name__
+
+    assert "FusedLinearWeightedNLL" in path() and "FusedLinearWeightedNLL" in path(backend="fused")
+    assert "Fused" not in path(backend="checkpoint")
+    ids = torch.randint(0, 30, (2, 6))
+    masks = torch.tensor([[1, 1, 1, 0, 0, 0]] * 2), torch.tensor([[0, 0, 0, 1, 1, 1]] * 2)
+    total, _ = chunked_weighted_nll_sum(
+        torch.randn(2, 6, 8, requires_grad=True), head, ids, *masks, 0.5, backend="checkpoint"
+    )
+    assert "Fused" not in type(total.grad_fn).__name__
+    with pytest.raises(ValueError, match="backend must be one of auto, fused, checkpoint, cce, got 'bogus'"):
+        loss_backend(head, "cpu", "bogus")
