@@ -7,6 +7,7 @@ rendered conversation and its ids), not against plw's own splitting.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from tokenizers import processors
@@ -311,3 +312,109 @@ def test_run_config_keys_reach_the_encoder(tmp_path):
     assert all(r["input_ids"][-1] == tok.eos_token_id for r in rows)
     rows, info, _ = prepare_rows(from_dict(keys | {"add_eos": "never", "multi_turn": "last"}), tok, "train")
     assert len(rows) == 1 and info["eos_appended"] == 0 and rows[0]["input_ids"][-1] != tok.eos_token_id
+
+
+# GLM-Edge-style (written here from its description): every rendering ends with a header that opens another
+# assistant turn, after the last answer too; the model's generation config lists the tokens it stops on.
+ALWAYS_OPENS = (
+    "{% for m in messages %}{{ '<|' + m['role'] + '|>\\n' + m['content'] }}{% endfor %}{{ '<|assistant|>' }}"
+)
+GLM_SPECIALS = ["<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"]
+GLM_STOPS = ["<|endoftext|>", "<|user|>", "<|observation|>"]
+
+
+def _glm_folder(kind: str, folder, eos_token_id=None):
+    """A tiny GLM-Edge-style tokenizer saved in ``folder`` with a generation config (unless ``eos_token_id`` is
+    False); returns the in-memory tokenizer and the one loaded from the folder the way a run loads it."""
+    from plw.models import load_tokenizer
+
+    tok = tiny_tokenizer(kind, GLM_SPECIALS, None, "<|endoftext|>", ALWAYS_OPENS, ALWAYS_OPENS)
+    tok.save_pretrained(folder)
+    if eos_token_id is not False:
+        ids = eos_token_id if eos_token_id is not None else tok.convert_tokens_to_ids(GLM_STOPS)
+        (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": ids}))
+    return tok, load_tokenizer(str(folder))
+
+
+@pytest.mark.parametrize("kind", ["bpe", "metaspace"])
+def test_a_header_after_the_answer_is_cut_when_the_generation_config_names_the_stop_tokens(kind, tmp_path):
+    plain_tok, tok = _glm_folder(kind, tmp_path)
+    text, ids, offsets = whole(tok, QA)
+    header = tok.convert_tokens_to_ids("<|assistant|>")
+    assert text.endswith("<|assistant|>") and ids[-1] == header  # the template's last special token is a header
+    rows, report = encode_records(tok, [{"messages": QA}, RECORD])
+    for row in rows:
+        # The ids of the whole conversation without the trailing header, then EOS, a real stop token.
+        assert row["input_ids"] == ids[:-1] + [tok.eos_token_id]
+        assert completion_text(tok, row).strip() == "Blue, like the sky.<|endoftext|>"
+        completion = [t for t, c in zip(row["input_ids"], row["completion_mask"], strict=True) if c]
+        assert header not in completion and completion[-1] in tok.convert_tokens_to_ids(GLM_STOPS)
+    assert report.tail_cut == 2 and report.eos_appended == 2 and "EOS appended to 2 rows" in report.summary()
+    # Without a generation config (a tokenizer built in memory): the end-of-turn rule of today, which takes the
+    # first special token after the answer, the header, as the stop token (documented in docs/chat-templates.md).
+    rows, report = encode_records(plain_tok, [{"messages": QA}, RECORD])
+    for row in rows:
+        assert row["input_ids"] == ids
+        assert completion_text(plain_tok, row).strip() == "Blue, like the sky.<|assistant|>"
+    assert report.tail_cut == 0 and report.eos_appended == 0
+
+
+def test_a_single_eos_id_and_no_generation_config(tmp_path):
+    (tmp_path / "one").mkdir()
+    _, tok = _glm_folder("bpe", tmp_path / "one", eos_token_id=3)  # an int, not a list: one stop token
+    from plw.data.stops import generation_stop_ids
+
+    assert generation_stop_ids(str(tmp_path / "one")) == (3,)
+    (tmp_path / "none").mkdir()
+    _, tok = _glm_folder("bpe", tmp_path / "none", eos_token_id=False)
+    assert generation_stop_ids(str(tmp_path / "none")) is None
+    assert encode(tok, RECORD)["input_ids"] == whole(tok, QA)[1]  # today's rule: nothing cut, nothing appended
+
+
+def test_stop_tokens_override_the_generation_config(tmp_path):
+    _, tok = _glm_folder("bpe", tmp_path)
+    ids = whole(tok, QA)[1]
+    # Declaring the header a stop token restores the template's own ending.
+    assert encode(tok, RECORD, stop_tokens=["<|assistant|>"])["input_ids"] == ids
+    rows, report = encode_records(tok, [{"messages": QA}], stop_tokens=[tok.convert_tokens_to_ids("<|assistant|>")])
+    assert rows[0]["input_ids"] == ids and report.eos_appended == 0
+    assert encode(tok, RECORD, stop_tokens=["<|user|>"])["input_ids"] == ids[:-1] + [tok.eos_token_id]
+    for bad, message in [
+        (["<|nope|>"], "'<|nope|>' is not a token of the tokenizer"),
+        ([10**6], "outside the tokenizer's vocabulary"),
+        ([], "non-empty list"),
+        ([True], "neither a token string nor a token id"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            encode_records(tok, [RECORD], stop_tokens=bad)
+
+
+def test_generation_config_of_a_hub_id_in_the_local_cache(tmp_path, monkeypatch):
+    """A hub id is looked up in the Hugging Face cache only (its documented layout), never downloaded."""
+    import huggingface_hub.constants
+
+    from plw.data.stops import generation_stop_ids
+
+    snapshot = tmp_path / "models--someone--glm-edge-tiny" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "generation_config.json").write_text(json.dumps({"eos_token_id": [5, 7]}))
+    (tmp_path / "models--someone--glm-edge-tiny" / "refs").mkdir()
+    (tmp_path / "models--someone--glm-edge-tiny" / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    assert generation_stop_ids("someone/glm-edge-tiny") == (5, 7)
+    assert generation_stop_ids("someone/not-cached") is None
+
+
+def test_plw_stats_stop_tokens(tmp_path, capsys):
+    from plw.cli import main
+
+    _glm_folder("metaspace", tmp_path / "tok")
+    data = tmp_path / "pc.jsonl"
+    data.write_text(json.dumps(RECORD) + "\n" + json.dumps(RECORD | {"prompt": "Again?"}) + "\n")
+    args = ["stats", str(data), "--tokenizer", str(tmp_path / "tok"), "--no-progress"]
+    assert main(args) == 0
+    assert "pc: EOS appended to 2 rows" in capsys.readouterr().out  # the generation config's stop tokens
+    assert main([*args, "--stop-tokens", "<|assistant|>"]) == 0
+    assert "EOS appended" not in capsys.readouterr().out
+    assert main([*args, "--stop-tokens", "<|nope|>"]) == 2
+    assert "'<|nope|>' is not a token of the tokenizer" in capsys.readouterr().err

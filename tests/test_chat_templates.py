@@ -127,11 +127,11 @@ def build(spec: dict, kind: str):
     )
 
 
-def check_row(tok, spec: dict, messages: list[dict], kwargs: dict) -> str:
-    """Encode ``messages`` (template variables ``kwargs``) and check the row against the template and tokenizer
-    called directly; return the outcome (``exact``, ``EOS appended``, ...) or ``refused: <reason>``; a failed check
-    raises AssertionError."""
-    options = ChatOptions(kwargs=kwargs)
+def check_row(tok, spec: dict, messages: list[dict], kwargs: dict, stop_tokens: list[str] | None = None) -> str:
+    """Encode ``messages`` (template variables ``kwargs``, the model's ``stop_tokens`` if given) and check the row
+    against the template and tokenizer called directly; return the outcome (``exact``, ``EOS appended``, ...) or
+    ``refused: <reason>``; a failed check raises AssertionError."""
+    options = ChatOptions(kwargs=kwargs, stop_tokens=stop_tokens)
     try:
         row, enc = encode_conversation(tok, messages, options=options)
     except RecordError as err:
@@ -187,16 +187,20 @@ def check_row(tok, spec: dict, messages: list[dict], kwargs: dict) -> str:
     return ", ".join([outcome, *notes])
 
 
-def corpus_outcomes(templates: list[dict], keep_going: bool = False) -> dict[str, dict[str, str]]:
+def corpus_outcomes(
+    templates: list[dict], keep_going: bool = False, with_stops: bool = False
+) -> dict[str, dict[str, str]]:
     """``{template name: {"kind/conversation": outcome}}`` over the corpus (checks raise on a wrong row, or with
-    ``keep_going`` give ``FAILED: ...`` outcomes)."""
+    ``keep_going`` give ``FAILED: ...`` outcomes); ``with_stops`` gives the encoder each model's stop tokens, as its
+    generation config would."""
     out: dict[str, dict[str, str]] = {}
     for spec in templates:
+        stops = (list(spec["stop_tokens"]) or [spec["eos_token"]]) if with_stops else None
         for kind in KINDS:
             tok = build(spec, kind)
             for name, messages in CONVERSATIONS.items():
                 try:
-                    outcome = check_row(tok, spec, messages, {"tools": TOOLS} if name == "tool" else {})
+                    outcome = check_row(tok, spec, messages, {"tools": TOOLS} if name == "tool" else {}, stops)
                 except AssertionError as err:
                     if keep_going:
                         outcome = f"FAILED: {err}"
@@ -214,6 +218,14 @@ def test_real_templates_are_exact_or_refused():
     usable = sum(not o.startswith("refused") for per in outcomes.values() for o in per.values())
     total = sum(len(per) for per in outcomes.values())
     assert usable >= 0.8 * total, f"only {usable} of {total} encodings usable"
+
+
+@pytest.mark.skipif(not TEMPLATES_DIR.is_dir(), reason=f"chat template collection not present at {TEMPLATES_DIR}")
+def test_real_templates_with_the_models_stop_tokens_give_the_same_rows():
+    """Knowing the model's stop tokens (as from its generation config) changes nothing where the template's
+    end-of-turn already is one of them: every row passes the same checks with the same outcome."""
+    templates = shared_templates()
+    assert corpus_outcomes(templates, with_stops=True) == corpus_outcomes(templates)
 
 
 @pytest.mark.skipif(

@@ -65,6 +65,14 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop_tokens(value: str) -> list[str | int]:
+    """``--stop-tokens``: comma-separated token strings; an item of digits only is a token id."""
+    items = [t.strip() for t in value.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("give at least one token or id")
+    return [int(t) if t.isdigit() else t for t in items]
+
+
 def _stats_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("datasets", nargs="+", metavar="DATASET", help="a file, a folder, or a hub name NAME[:CONFIG]")
     p.add_argument("--tokenizer", help="count tokens with this tokenizer (a built-in name or a path); else words")
@@ -80,6 +88,12 @@ def _stats_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chat-template", help="a Jinja chat template file replacing the tokenizer's (as chat_template)")
     p.add_argument("--add-eos", choices=["auto", "always", "never"], default="auto", help="as the add_eos key")
     p.add_argument("--multi-turn", choices=["last", "expand"], default="last", help="as the multi_turn key")
+    p.add_argument(
+        "--stop-tokens",
+        type=_stop_tokens,
+        help="comma-separated tokens or ids a completion may end with, e.g. '<|user|>,<|endoftext|>' (default: the "
+        "eos_token_id of the model's generation_config.json, if any)",
+    )
     p.add_argument("--num-proc", type=int, default=None, help="processes for tokenization (datasets.map)")
     p.add_argument("--strict", action="store_true", help="a bad row is an error instead of being counted and left out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -98,6 +112,7 @@ def _stats(args: argparse.Namespace) -> int:
             chat_template=args.chat_template,
             add_eos=args.add_eos,
             multi_turn=args.multi_turn,
+            stop_tokens=args.stop_tokens,
             format=args.format,
             split=args.split,
             num_proc=args.num_proc,

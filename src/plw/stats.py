@@ -407,20 +407,24 @@ def run_stats(
     add_eos: str = "auto",
     multi_turn: str = "last",
     spectrum_findings: str | Path | None = None,
+    stop_tokens: list[str | int] | None = None,
     **options: Any,
 ) -> list[dict[str, Any]]:
     """``plw stats``: compute, print the table, the rows left out and what the Rg spectrum study measured nearest to
     each dataset's Rg (:func:`spectrum_guidance`; ``spectrum_findings`` defaults to the packaged findings), and with
-    ``out_dir`` write ``stats.json``, ``stats.csv`` and ``rg_hist.png``. ``chat_template``, ``add_eos`` and
-    ``multi_turn`` render records as training does; ``options`` go to :func:`compute_stats`."""
+    ``out_dir`` write ``stats.json``, ``stats.csv`` and ``rg_hist.png``. ``chat_template``, ``add_eos``,
+    ``multi_turn`` and ``stop_tokens`` (overriding the model's generation config) render records as training does;
+    ``options`` go to :func:`compute_stats`."""
     from .data.chat import chat_options
 
-    options["options"] = chat_options(chat_template, None, add_eos, multi_turn)
+    options["options"] = chat_options(chat_template, None, add_eos, multi_turn, stop_tokens)
     tokenizer = None
     if tokenizer_name:
+        from .data.stops import stop_ids
         from .models import load_tokenizer
 
         tokenizer = load_tokenizer(tokenizer_name)
+        stop_ids(tokenizer, options["options"].stop_tokens)  # a stop token the tokenizer lacks fails here
     elif template:
         raise ValueError("--template needs --tokenizer (without one, Rg counts whitespace words)")
     rows, rgs = compute_stats(datasets_args, tokenizer, template or "auto", progress=progress, **options)

@@ -8,6 +8,8 @@
   ``apply_chat_template``;
 * ``add_eos``: ``auto`` appends the tokenizer's EOS to a completion that the template does not end with a stop token,
   ``always`` appends it unless the completion already ends with EOS, ``never`` appends nothing;
+* ``stop_tokens``: the tokens (strings or ids) a completion may end with, overriding the model's generation config
+  (:mod:`plw.data.stops`);
 * ``multi_turn``: ``last`` trains the final assistant turn of a conversation with the rest as prompt, ``expand`` makes
   one example per assistant turn, each rendered as the template renders the conversation at that point (the way to
   train every turn of a template that rewrites history, e.g. drops earlier reasoning).
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RecordError
+from .stops import check_stop_tokens
 
 ADD_EOS = ("auto", "always", "never")
 MULTI_TURN = ("last", "expand")
@@ -36,8 +39,10 @@ class ChatOptions:
     kwargs: dict[str, Any] = field(default_factory=dict)
     add_eos: str = "auto"
     multi_turn: str = "last"
+    stop_tokens: tuple[str | int, ...] | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "stop_tokens", check_stop_tokens(self.stop_tokens))
         if self.add_eos not in ADD_EOS:
             raise ValueError(f"add_eos must be one of {ADD_EOS}, got {self.add_eos!r}")
         if self.multi_turn not in MULTI_TURN:
@@ -68,9 +73,11 @@ def chat_options(
     chat_template_kwargs: dict[str, Any] | None = None,
     add_eos: str = "auto",
     multi_turn: str = "last",
+    stop_tokens: list[str | int] | tuple[str | int, ...] | None = None,
 ) -> ChatOptions:
     """:class:`ChatOptions` from the config keys of the same names (a template file is read here, once)."""
-    return ChatOptions(read_template(chat_template), dict(chat_template_kwargs or {}), add_eos, multi_turn)
+    template = read_template(chat_template)
+    return ChatOptions(template, dict(chat_template_kwargs or {}), add_eos, multi_turn, stop_tokens)
 
 
 def has_template(tokenizer: Any, options: ChatOptions) -> bool:

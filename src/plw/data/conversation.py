@@ -9,10 +9,12 @@ tokenizer's offset mapping. Tokenizing pieces separately is not exact: a Sentenc
    assistant turn with the generation prompt. The completion starts where ``before`` ends. A template that renders the
    generation prompt unlike the header it writes above an answer (``<think>\\n`` in DeepSeek-V3, Nemotron-3) is split
    where the two texts part, provided the earlier turns themselves are a prefix of ``full``.
-2. The completion ends with a stop token: the first special token the template writes after the answer (its
-   end-of-turn), followed by whitespace and repeats of it or EOS. Anything after that (a header of a next turn, as
-   Hammer2.1 appends) is left out of the row. When the template writes no stop token, EOS is appended
-   (``add_eos``).
+2. The completion ends with a stop token, followed by whitespace and repeats of it or EOS; anything after that (a
+   header of a next turn, as Hammer2.1 appends) is left out of the row. When the model's stop tokens are known
+   (:mod:`plw.data.stops`: ``stop_tokens`` or its generation config) the stop token is the first of them after the
+   answer, and a special token that is not one of them is a header, cut off with what follows (GLM-Edge writes
+   ``<|assistant|>`` after the last answer). Otherwise it is the first special token the template writes after the
+   answer (its end-of-turn). When the completion ends with no stop token, EOS is appended (``add_eos``).
 3. Each character gets the message it belongs to: the text a prefix of the conversation adds (the header that opens
    an assistant turn belongs to the turn before it), then the characters of each message's content wherever the
    template put them (system text folded into the first user turn is ``system``). Text before the first message (an
@@ -32,6 +34,7 @@ from typing import Any
 
 from .chat import ChatOptions, render
 from .errors import RecordError
+from .stops import stop_ids
 
 ROLES = ("system", "user", "assistant", "tool")
 _SENTINEL = "\u2063plw-sentinel\u2063"
@@ -112,14 +115,16 @@ def stop_cut(
     first: int,
     content_end: int,
     header: str,
+    stops: frozenset[int] | None = None,
 ) -> tuple[int, bool]:
     """``(end, stopped)``: the completion keeps tokens ``first..end-1``; ``stopped`` says it ends with a stop token.
 
-    A stop token is the first special token after the answer that is neither BOS nor part of the header that
-    opens an assistant turn (``header``); after it, whitespace, repeats of it and EOS are kept and anything else is
-    the start of another turn, which is cut off.
+    With the model's stop ids (``stops``), a stop token is the first of them after the answer, and any other special
+    token is a header: cut off. Without them, a stop token is the first special token after the answer that is
+    neither BOS nor part of the header that opens an assistant turn (``header``). After the stop token, whitespace,
+    repeats of it and EOS are kept and anything else is the start of another turn, which is cut off.
     """
-    specials = special_ids(tokenizer)
+    specials = special_ids(tokenizer) | (stops or set())
     eos, bos = getattr(tokenizer, "eos_token_id", None), getattr(tokenizer, "bos_token_id", None)
     stop = None
     for j in range(first, len(ids)):
@@ -129,7 +134,10 @@ def stop_cut(
         tid = ids[j]
         piece = text[start:end]
         if tid in specials:
-            is_stop = tid == eos or (tid != bos and not (piece and piece in header))
+            if stops is not None:
+                is_stop = tid in stops
+            else:
+                is_stop = tid == eos or (tid != bos and not (piece and piece in header))
             if stop is None and is_stop:
                 stop = tid
             elif not (is_stop and tid in (stop, eos)):
@@ -236,7 +244,8 @@ def encode_chat(tokenizer: Any, messages: list[dict], options: ChatOptions) -> E
     if first == len(ids):
         raise RecordError("the completion renders to no tokens")
     header = render(tokenizer, messages[:-1], True, options)[len(render(tokenizer, messages[:-1], False, options)) :]
-    end, stopped = stop_cut(tokenizer, ids, offsets, full, first, _content_end(messages, full, c0), header)
+    stops = stop_ids(tokenizer, options.stop_tokens)
+    end, stopped = stop_cut(tokenizer, ids, offsets, full, first, _content_end(messages, full, c0), header, stops)
     owner, rewritten = char_messages(tokenizer, messages, full, c0, options)
     last = len(messages) - 1
     message = [owner[min(s, c0 - 1)] if c0 else -1 for s, _ in offsets[:first]] + [last] * (end - first)

@@ -7,7 +7,9 @@ token sequences in which every token is either prompt or completion:
   conversation (``[system?, user=prompt, assistant=completion]``) encoded by
   :func:`plw.data.conversation.encode_chat`. The prompt is everything the template renders up to and including the
   generation prompt (``<|im_start|>assistant\\n`` for SmolLM2); the completion is the rest of the assistant turn
-  and ends with a stop token: the template's end-of-turn, else EOS appended (``add_eos``). The ids are those of the
+  and ends with a stop token: one of the model's (``stop_tokens``, else its ``generation_config.json``; a special
+  token after the answer that is not one of them is cut off) or, when those are unknown, the template's
+  end-of-turn; else EOS appended (``add_eos``). The ids are those of the
   whole rendered conversation, split by character offsets, so the split is exact for byte-level BPE and
   SentencePiece (Metaspace) tokenizers alike.
 * **plain** (no template, or ``template="plain"``): ``[BOS] prompt + separator`` is the prompt, ``completion + EOS``
@@ -29,6 +31,7 @@ from .conversation import tokenize_with_offsets
 from .errors import RecordError, TooLongError
 from .messages import TRUNCATION_POLICIES, encode_conversation, split_messages, truncate
 from .report import LoadReport
+from .stops import stop_ids
 
 TEMPLATES = ("auto", "chat", "plain")
 
@@ -117,10 +120,14 @@ def _encode_plain(tokenizer: Any, record: dict, separator: str, add_eos: str) ->
     return row, appended
 
 
-def _options(options: ChatOptions | None, **keys: Any) -> ChatOptions:
-    if options is not None:
-        return options
-    return chat_options(**{k: v for k, v in keys.items() if v is not None})
+def _options(tokenizer: Any, options: ChatOptions | None, **keys: Any) -> ChatOptions:
+    """The options of a call (``options`` wins over the separate keys); given stop tokens are checked against the
+    tokenizer here, once, so a wrong one fails before any record is read."""
+    if options is None:
+        options = chat_options(**{k: v for k, v in keys.items() if v is not None})
+    if options.stop_tokens is not None:
+        stop_ids(tokenizer, options.stop_tokens)
+    return options
 
 
 def encode_record(
@@ -178,19 +185,29 @@ def encode(
     chat_template_kwargs: dict[str, Any] | None = None,
     add_eos: str = "auto",
     options: ChatOptions | None = None,
+    stop_tokens: list[str | int] | None = None,
 ) -> dict[str, list[int]]:
     """Encode one record into ``input_ids``, ``attention_mask``, ``prompt_mask`` and ``completion_mask`` (a
     ``messages`` record adds ``role_ids`` and ``turn_ids``; its last assistant turn is the completion).
 
     ``chat_template`` (a Jinja file or text) replaces the tokenizer's template; ``chat_template_kwargs`` are passed
-    to it (``enable_thinking``, ``tools``, ...); ``add_eos`` is ``auto``, ``always`` or ``never``. Raises
+    to it (``enable_thinking``, ``tools``, ...); ``add_eos`` is ``auto``, ``always`` or ``never``; ``stop_tokens``
+    (token strings or ids) are what a completion may end with, overriding the generation config found next to the
+    tokenizer (:mod:`plw.data.stops`); ``options`` (a :class:`ChatOptions`) replaces all four. Raises
     :class:`TooLongError` when the record exceeds ``max_length`` and cannot be shortened under ``truncation``.
 
     >>> row = encode(tok, {"prompt": "2+2?", "completion": "4"})     # doctest: +SKIP
     >>> tok.decode([t for t, c in zip(row["input_ids"], row["completion_mask"]) if c])  # doctest: +SKIP
     '4<|im_end|>\\n'
     """
-    opts = _options(options, chat_template=chat_template, chat_template_kwargs=chat_template_kwargs, add_eos=add_eos)
+    opts = _options(
+        tokenizer,
+        options,
+        chat_template=chat_template,
+        chat_template_kwargs=chat_template_kwargs,
+        add_eos=add_eos,
+        stop_tokens=stop_tokens,
+    )
     row, _ = next(encode_record(tokenizer, record, max_length, truncation, template, separator, opts))
     return row  # type: ignore[return-value]  # a single conversation raises TooLongError instead of None
 
@@ -208,22 +225,27 @@ def encode_records(
     add_eos: str = "auto",
     multi_turn: str = "last",
     options: ChatOptions | None = None,
+    stop_tokens: list[str | int] | None = None,
 ) -> tuple[list[dict[str, list[int]]], LoadReport]:
     """Encode many records; return the rows and a :class:`LoadReport`.
 
     Invalid records and template failures raise :class:`RecordError` naming the record (``names`` gives each one
     a location such as ``file.jsonl:12``); records that are too long are dropped or truncated as ``truncation``
     says and counted, as are completions that got an EOS appended. With ``multi_turn="expand"`` a conversation
-    gives one row per assistant turn (``kept`` counts rows).
+    gives one row per assistant turn (``kept`` counts rows). The chat keys and ``stop_tokens`` are those of
+    :func:`encode`; a completion cut at a header that is not a stop token counts as ``tail_cut`` and, with EOS
+    appended, as ``eos_appended``.
     """
     if max_length is not None and (not isinstance(max_length, int) or max_length < 2):
         raise ValueError(f"max_length must be an integer >= 2, got {max_length!r}")
     opts = _options(
+        tokenizer,
         options,
         chat_template=chat_template,
         chat_template_kwargs=chat_template_kwargs,
         add_eos=add_eos,
         multi_turn=multi_turn,
+        stop_tokens=stop_tokens,
     )
     report = LoadReport()
     rows = []
