@@ -140,7 +140,7 @@ ROW_TEST = (
 )
 ROW_INTERVAL = (
     f"95% percentile bootstrap over evaluation rows, each row's seeds kept together ({BOOTSTRAP_RESAMPLES:,} "
-    f"resamples, seed {BOOTSTRAP_SEED}); with one seed, or where every row is right (or wrong) in every seed, the "
+    f"resamples, seed {BOOTSTRAP_SEED}); with one seed, or where every row is right in all seeds or in none, the "
     "95% Wilson interval over rows"
 )
 
@@ -164,19 +164,18 @@ def row_bootstrap(values: Sequence[float], seed: int = BOOTSTRAP_SEED, resamples
     return float(lo), float(hi)
 
 
-def _all_right_or_wrong(values: list[float]) -> bool:
-    return bool(values) and all(v == values[0] for v in values) and values[0] in (0.0, 1.0)
-
-
 def interval_method(means: dict[int, float], seeds: int) -> str:
-    """Which interval :func:`accuracy_interval` gives these rows: ``"Wilson"`` or ``"row bootstrap"``."""
-    return "Wilson" if seeds == 1 or _all_right_or_wrong(list(means.values())) else "row bootstrap"
+    """Which interval :func:`accuracy_interval` gives these rows: ``"Wilson"`` when the rows are 0/1 outcomes (one
+    seed, or every row right in all seeds or in none), else ``"row bootstrap"``."""
+    return "Wilson" if seeds == 1 or all(v in (0.0, 1.0) for v in means.values()) else "row bootstrap"
 
 
 def accuracy_interval(means: dict[int, float], seeds: int) -> tuple[float, float]:
-    """The 95% interval of an accuracy from its rows' mean outcomes over ``seeds`` seeds: Wilson with one seed,
-    else the row bootstrap (:data:`ROW_INTERVAL`). Where every row is right (or wrong) in every seed the bootstrap
-    collapses to a point, while the rows, scored 0/1, still bound how far the accuracy can be: Wilson over rows."""
+    """The 95% interval of an accuracy from its rows' mean outcomes over ``seeds`` seeds (:data:`ROW_INTERVAL`).
+
+    Where every row is right in all seeds or in none, the seeds add nothing: the rows are 0/1 outcomes as with one
+    seed, and get the Wilson interval (a bootstrap would collapse to a point at 0% or 100%). Otherwise the row
+    bootstrap."""
     values = list(means.values())
     if interval_method(means, seeds) == "Wilson":
         return wilson_interval(round(sum(values)), len(values))
