@@ -15,6 +15,7 @@ from typing import Any
 
 from .analysis import OPTIMISTIC, RULES, Run, group_by_plw, load_run, rows_scored, rule_accuracy, run_row, sort_runs
 from .runio import atomic_write_text
+from .verdicts import untrained_accuracy
 
 
 def _num(value: Any, digits: int = 4) -> str:
@@ -27,17 +28,6 @@ def _num(value: Any, digits: int = 4) -> str:
 
 def _pct(value: Any) -> str:
     return "–" if value is None else f"{100 * value:.1f}%"
-
-
-def untrained_accuracy(group: list[Run], acc: str) -> float | None:
-    """Mean accuracy of the runs' step-0 evaluations; None when no run evaluated before training (never a 0
-    default: a quantity that was not measured is not printed)."""
-    first = [
-        run.lines[0][acc]
-        for run in group
-        if run.lines and int(run.lines[0].get("step", -1)) == 0 and isinstance(run.lines[0].get(acc), (int, float))
-    ]
-    return sum(first) / len(first) if first else None
 
 
 def find_runs(sweep_dir: str | Path) -> list[Run]:

@@ -129,6 +129,9 @@ def claim_a(runs: list[Run], acc: str | None) -> Verdict:
             return Verdict("a", statement, "not measured", "a PLW 1 run lacks one of the two losses", "none")
         same += at_c["step"] == at_f["step"]
         picks.append((run, at_c["step"], run, at_f["step"]))
+    if same == len(group):
+        evidence = f"both rules pick the same evaluation in {same} of {len(group)} seeds, so they cannot differ here"
+        return Verdict("a", statement, "inconclusive", evidence, "none: nothing to compare")
     c = compare_at(picks, acc)
     if c is None:
         return Verdict("a", statement, "not measured", "no per-row predictions at those checkpoints", "none")
@@ -167,15 +170,17 @@ def claim_b(runs: list[Run], acc: str | None) -> Verdict:
     return Verdict("b", statement, verdict, evidence, "two-sided sign test over runs (ties dropped)")
 
 
-def declared_target(runs: list[Run], acc: str) -> float | None:
-    """Claim (c)'s target (:data:`TARGET_RULE`): from the untrained (step-0) evaluations only, so it is fixed
-    before any training result is seen; None when no run evaluated before training."""
+def untrained_accuracy(runs: list[Run], acc: str) -> float | None:
+    """Mean ``acc`` of the runs' step-0 evaluations; None when no run evaluated before training."""
     start = [
         ln[acc] for r in runs for ln in r.lines[:1] if ln.get("step") == 0 and isinstance(ln.get(acc), float | int)
     ]
-    if not start:
-        return None
-    untrained = sum(start) / len(start)
+    return sum(start) / len(start) if start else None
+
+
+def declared_target(untrained: float) -> float:
+    """Claim (c)'s target (:data:`TARGET_RULE`), from the untrained accuracy alone, so it is fixed before any
+    training result is seen."""
     return untrained + TARGET_SHARE * (1 - untrained)
 
 
@@ -233,10 +238,11 @@ def claim_c(runs: list[Run], acc: str | None) -> Verdict:
             f"{MIN_EVALUATIONS} needed to place the crossing of a target"
         )
         return Verdict("c", statement, "not measured", evidence, "none")
-    target = declared_target(runs, acc)
-    if target is None:
+    untrained = untrained_accuracy(runs, acc)
+    if untrained is None:
         evidence = "no untrained (step-0) evaluation, so no target could be declared before the runs"
         return Verdict("c", statement, "not measured", evidence, "none")
+    target = declared_target(untrained)
     budget = max(int(r.lines[-1]["step"]) for pair in pairs for r in pair)
     fewer = more = 0
     parts = []
@@ -248,10 +254,11 @@ def claim_c(runs: list[Run], acc: str | None) -> Verdict:
         more += s_val > l_val
         parts.append(f"seed {s_run.seed}: {_steps_text(s_step, budget)} vs {_steps_text(l_step, budget)}")
     evidence = (
-        f"target {pct(target)} ({TARGET_RULE.split(':')[0]}); optimizer steps to reach it, {small_label} vs "
+        f"target {pct(target)}, declared from the untrained {pct(untrained)}; optimizer steps to reach it, "
+        f"{small_label} vs "
         f"{large_label}: {'; '.join(parts)}"
     )
-    test = f"steps to the declared target in every matched seed, and at the leader's crossing a {ROW_TEST}"
+    test = f"steps to the declared target in every matched seed, and at the leader's crossing the {ROW_TEST}"
     verdict = "inconclusive"
     for leader, other, count, supports in ((small, large, fewer, True), (large, small, more, False)):
         if count != len(pairs):
