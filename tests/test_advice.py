@@ -123,4 +123,19 @@ def test_plw_stats_prints_the_suggestion(tmp_path, capsys, monkeypatch):
     data = tmp_path / "mine.jsonl"
     data.write_text(json.dumps({"prompt": " ".join(["w"] * 50), "completion": "x"}) + "\n")  # Rg 0.02 in words
     assert main(["stats", str(data), "--no-progress"]) == 0
-    assert "mine: Suggested prompt_loss_weight: 0.1. It rests on short (Rg 0.02)" in capsys.readouterr().out
+    assert "\nSuggested prompt_loss_weight: 0.1. It rests on short (Rg 0.02)" in capsys.readouterr().out
+
+
+def test_several_datasets_each_get_a_named_line(tmp_path, capsys, monkeypatch):
+    import plw.stats
+
+    path = tmp_path / "findings.json"
+    path.write_text(json.dumps(findings([comparison(0.1, 1.0, 0.47, 0.24, 0.0013)], rg=0.02)))
+    monkeypatch.setattr(plw.stats, "SPECTRUM_FINDINGS", path)
+    short, long = tmp_path / "short.jsonl", tmp_path / "long.jsonl"
+    short.write_text(json.dumps({"prompt": " ".join(["w"] * 50), "completion": "x"}) + "\n")  # Rg 0.02
+    long.write_text(json.dumps({"prompt": "w w", "completion": " ".join(["x"] * 20)}) + "\n")  # Rg 10
+    assert main(["stats", str(short), str(long), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "short: Suggested prompt_loss_weight: 0.1. It rests on" in out
+    assert "long: Suggested prompt_loss_weight: no measured basis: nothing was measured within a factor 3" in out

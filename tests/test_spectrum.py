@@ -247,7 +247,7 @@ def test_cli_writes_figure_report_and_findings(sweeps, tmp_path, capsys, monkeyp
     assert summary["datasets"][0]["finding"] in printed
     assert f"Measured with {summary['datasets'][0]['scope']}: a small study" in printed
     # 95% vs 55% at row level p = 0.094: no basis for a suggestion.
-    assert "mine: Suggested prompt_loss_weight: no measured basis at this Rg: on short (Rg 0.02)" in printed
+    assert "\nSuggested prompt_loss_weight: no measured basis at this Rg: on short (Rg 0.02)" in printed
 
 
 def test_default_out_is_the_common_parent(tmp_path):

@@ -437,9 +437,10 @@ def run_stats(
     findings = read_spectrum_findings(spectrum_findings)
     for line in spectrum_guidance(rows, findings, unit):
         print(line)
-    for row in rows:
+    for row in rows:  # one line per dataset, named when there are several
         if isinstance(row.get("rg_mean"), (int, float)) and row["rg_mean"] > 0:
-            print(f"{row['dataset']}: {suggest_plw(row['rg_mean'], findings)}")
+            line = suggest_plw(row["rg_mean"], findings)
+            print(line if len(rows) == 1 else f"{row['dataset']}: {line}")
     if out_dir is not None:
         from .plots import plot_rg_histograms
 

@@ -56,7 +56,8 @@ def binomial_two_sided(k: int, n: int) -> float:
 
 @dataclass(frozen=True)
 class Paired:
-    """Two classifiers compared on the same rows: ``only_a`` rows right only for A, ``only_b`` only for B."""
+    """Two classifiers compared on the same rows of one seed: ``only_a`` rows right only for A, ``only_b`` only for
+    B. Several seeds are not pooled into one of these (their rows are not independent): see :func:`compare_rows`."""
 
     n: int
     correct_a: int
@@ -73,16 +74,6 @@ class Paired:
     def difference(self) -> float:
         """Accuracy of A minus accuracy of B."""
         return (self.correct_a - self.correct_b) / self.n if self.n else 0.0
-
-    def __add__(self, other: Paired) -> Paired:
-        """Pool two comparisons (e.g. over seeds): counts add, the test runs on the pooled discordant rows."""
-        return Paired(
-            self.n + other.n,
-            self.correct_a + other.correct_a,
-            self.correct_b + other.correct_b,
-            self.only_a + other.only_a,
-            self.only_b + other.only_b,
-        )
 
 
 def paired(a: dict[int, int], b: dict[int, int]) -> Paired:
