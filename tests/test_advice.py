@@ -67,6 +67,14 @@ def test_one_value_above_plw_1_is_suggested_with_its_evidence():
     )
 
 
+def test_the_seeds_behind_a_suggestion_are_shown():
+    c = comparison(0.0, 1.0, 0.38, 0.24, 0.023)
+    c["paired"]["right_per_seed"] = [[15, 12], [23, 12]]
+    assert "on 50 rows x 2 seeds (right per seed: 15 vs 12, 23 vs 12), row-level p = 0.023" in suggest_plw(
+        0.04, findings([c])
+    )
+
+
 def test_values_the_test_cannot_tell_apart_are_all_named():
     f = findings(
         [comparison(0.1, 1.0, 0.47, 0.24, 0.0013), comparison(0.0, 1.0, 0.38, 0.24, 0.023)],

@@ -173,7 +173,7 @@ def test_findings_are_worded_no_stronger_than_the_test(sweeps):
         "PLW 0 had lower completion loss than PLW 1 in 2 of 2 seeds (0.325 vs 0.55 mean), and its accuracy was "
         "not distinguishable from PLW 1's (95.0% [" in short["finding"]
     )
-    assert short["finding"].endswith("on 10 rows x 2 seeds, row-level p = 0.094)")
+    assert short["finding"].endswith("on 10 rows x 2 seeds, right per seed: 9 vs 5, 10 vs 6, row-level p = 0.094)")
     assert "higher" not in short["finding"] and "McNemar" not in short["finding"]
     assert "its exact_match was not distinguishable from PLW 1's (30.0% [" in long["finding"]
     # The other PLWs against each other: PLW 0 vs PLW 0.1.

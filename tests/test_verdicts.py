@@ -74,7 +74,10 @@ def test_clear_differences_give_supported(tmp_path):
     )
     d = claim_d(runs, acc)
     assert d.verdict == "supported"  # rows 30-38 better at PLW 0 in both seeds: 9 rows, p = 2 / 2^9
-    assert "rows better for PLW 0: 9, for PLW 1: 0; row-level p = 0.0039" in d.evidence
+    assert (
+        "rows better for PLW 0: 9, for PLW 1: 0; right per seed: 39 vs 30, 39 vs 30; row-level p = 0.0039"
+        in d.evidence
+    )
     # Four evaluations per run: steps to a target cannot be placed, so (c) is not measured, not "supported".
     c = claim_c(runs, acc)
     assert c.verdict == "not measured" and "4 evaluations per run, fewer than the 8" in c.evidence

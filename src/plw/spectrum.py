@@ -33,7 +33,7 @@ from .analysis import Run, accuracy_key, checkpoint_lines, format_plw, rule_accu
 from .report import find_runs
 from .runio import atomic_write_json, atomic_write_text
 from .uncertainty import ROW_INTERVAL, ROW_TEST, RowComparison
-from .verdicts import ALPHA, compare_at, interval, matched_seeds, pct, rows_text
+from .verdicts import ALPHA, compare_at, interval, matched_seeds, pct, per_seed_text, rows_text
 
 REFERENCE_PLW = 1.0  # every PLW is compared with PLW 1, the model's own causal-LM loss
 RULE = "final"  # the checkpoint rule of the study (plw.analysis.RULES), declared before looking
@@ -256,8 +256,8 @@ def accuracy_finding(c: Comparison) -> str:
             f"its {c.accuracy_metric} is not informative: {pct(p.mean_a)} in every run of both PLWs on {rows_text(p)}"
         )
     numbers = (
-        f"{pct(p.mean_a)} {interval(p.interval_a)} vs {pct(p.mean_b)} {interval(p.interval_b)} on {rows_text(p)}, "
-        f"row-level p = {p.p_value:.2g}"
+        f"{pct(p.mean_a)} {interval(p.interval_a)} vs {pct(p.mean_b)} {interval(p.interval_b)} on {rows_text(p)}"
+        f"{per_seed_text(p).replace(';', ',')}, row-level p = {p.p_value:.2g}"
     )
     if p.p_value < ALPHA:
         word = "higher" if p.mean_a > p.mean_b else "lower"
@@ -281,6 +281,7 @@ def paired_json(p: RowComparison | None) -> dict[str, Any] | None:
         "difference_interval": list(p.difference_interval),
         "rows_better": p.a_better,
         "rows_worse": p.b_better,
+        "right_per_seed": [list(t) for t in p.per_seed],
         "p_value": p.p_value,
         "informative": p.informative,
     }

@@ -532,10 +532,14 @@ def _accuracy_text(paired: dict[str, Any], plw: float, against: float) -> str:
     lo, hi = paired["interval"]
     rlo, rhi = paired["reference_interval"]
     seeds = f"{paired['seeds']} seeds" if paired["seeds"] > 1 else "one seed"
+    per_seed = paired.get("right_per_seed") or []
+    per_seed_text = (
+        f" (right per seed: {', '.join(f'{a:g} vs {b:g}' for a, b in per_seed)})" if len(per_seed) > 1 else ""
+    )
     return (
         f"PLW {_plw_text(plw)} {_pct(paired['mean'])} [{_pct(lo)}, {_pct(hi)}] vs PLW {_plw_text(against)} "
-        f"{_pct(paired['reference_mean'])} [{_pct(rlo)}, {_pct(rhi)}] on {paired['rows']} rows x {seeds}, "
-        f"row-level p = {paired['p_value']:.2g}"
+        f"{_pct(paired['reference_mean'])} [{_pct(rlo)}, {_pct(rhi)}] on {paired['rows']} rows x {seeds}"
+        f"{per_seed_text}, row-level p = {paired['p_value']:.2g}"
     )
 
 

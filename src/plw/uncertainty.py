@@ -232,6 +232,7 @@ class RowComparison:
     b_better: int
     p_value: float
     informative: bool
+    per_seed: tuple[tuple[float, float], ...] = ()  # (A's total, B's total) on the compared rows, seed by seed
 
     @property
     def difference(self) -> float:
@@ -263,4 +264,7 @@ def compare_rows(a_by_seed: Sequence[dict[int, float]], b_by_seed: Sequence[dict
         b_better=sum(d < 0 for d in diffs),
         p_value=sign_flip_p(diffs, scale=seeds),
         informative=n > 0 and len(values) > 1,
+        per_seed=tuple(
+            (sum(oa[r] for r in rows), sum(ob[r] for r in rows)) for oa, ob in zip(a_by_seed, b_by_seed, strict=True)
+        ),
     )

@@ -71,8 +71,16 @@ def describe(c: RowComparison, name_a: str, name_b: str) -> str:
     return (
         f"{name_a} {pct(c.mean_a)} {interval(c.interval_a)} vs {name_b} {pct(c.mean_b)} {interval(c.interval_b)} "
         f"on {rows_text(c)}; difference {100 * c.difference:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}]; "
-        f"rows better for {name_a}: {c.a_better}, for {name_b}: {c.b_better}; row-level p = {c.p_value:.2g}"
+        f"rows better for {name_a}: {c.a_better}, for {name_b}: {c.b_better}{per_seed_text(c)}; "
+        f"row-level p = {c.p_value:.2g}"
     )
+
+
+def per_seed_text(c: RowComparison) -> str:
+    """``; right per seed: 15 vs 12, 23 vs 12`` with several seeds (so one seed carrying a result shows), else ``""``."""
+    if c.seeds < 2:
+        return ""
+    return "; right per seed: " + ", ".join(f"{a:g} vs {b:g}" for a, b in c.per_seed)
 
 
 def decide(c: RowComparison | None, a_better_supports: bool = True) -> str:
