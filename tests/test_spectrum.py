@@ -119,57 +119,81 @@ def test_table_is_the_final_evaluation_over_finished_runs(sweeps):
     # Accuracy at the final evaluation: short PLW 0.1 right 6 and 7 of 10; PLW 0 right 9 and 10 of 10.
     a = short[0.1]["accuracy"]
     assert a["metric"] == "accuracy"
-    assert (a["mean"], a["min"], a["max"], a["correct"], a["rows"]) == pytest.approx((0.65, 0.6, 0.7, 13, 20))
-    assert short[0.0]["accuracy"]["pooled"] == pytest.approx(19 / 20)
-    assert long[1.0]["accuracy"]["metric"] == "exact_match" and long[1.0]["accuracy"]["correct"] == 12
+    assert (a["mean"], a["min"], a["max"], a["rows"], a["seeds"]) == pytest.approx((0.65, 0.6, 0.7, 10, 2))
+    assert short[0.0]["accuracy"]["mean"] == pytest.approx(19 / 20)
+    assert long[1.0]["accuracy"]["metric"] == "exact_match" and long[1.0]["accuracy"]["mean"] == 0.6
 
 
-def test_pooled_accuracy_has_the_wilson_interval_of_the_summed_counts(sweeps):
+def test_accuracy_intervals_count_rows_not_rows_times_seeds(sweeps):
+    """Two seeds: the interval is a bootstrap over the 10 evaluation rows (each row's two seeds together), not a
+    Wilson interval over 20 "rows"; with every row right or wrong in both seeds it is Wilson over the 10 rows."""
     short, long = (by_plw(d) for d in findings(load_spectrum(sweeps), "report.md")["datasets"])
-    cases = [(short[1.0], 5 + 6), (short[0.1], 6 + 7), (short[0.0], 9 + 10), (long[1.0], 6 + 6), (long[0.0], 3 + 3)]
-    for summary, right in cases:
+    for summary in (short[1.0], short[0.1], short[0.0]):
         a = summary["accuracy"]
-        assert (a["correct"], a["rows"]) == (right, 2 * ROWS)
-        assert (a["lo"], a["hi"]) == pytest.approx(wilson_interval(right, 2 * ROWS), abs=1e-12)
-    # By hand for 11 of 20: p = 0.55, z = 1.959964, centre = (p + z²/40) / (1 + z²/20),
-    # half = z·sqrt(p(1-p)/20 + z²/1600) / (1 + z²/20).
+        assert a["rows"] == ROWS and a["method"] == "row bootstrap"
+        assert a["lo"] <= a["mean"] <= a["hi"]
+    # Short PLW 1: rows 0-4 right in both seeds, row 5 in one, rows 6-9 in none. Pooling the seeds as 20 rows would
+    # give Wilson(11, 20) = [34.2%, 74.2%]; the 10 rows resampled spread wider.
     a = short[1.0]["accuracy"]
-    assert (a["lo"], a["hi"]) == pytest.approx((0.3420853, 0.7418021), abs=2e-6)
+    assert a["hi"] - a["lo"] > 0.742 - 0.342
+    # Long PLW 1: rows 0-5 right and 6-9 wrong in both seeds: every row's mean is 0 or 1, so Wilson(6, 10).
+    a = long[1.0]["accuracy"]
+    assert a["method"] == "Wilson" and (a["lo"], a["hi"]) == pytest.approx(wilson_interval(6, ROWS), abs=1e-12)
 
 
-def test_mcnemar_on_constructed_discordant_rows(sweeps):
+def test_row_level_tests_on_constructed_rows(sweeps):
     short, long = (
         {c.plw: c for c in compare(d)} for d in sorted(load_spectrum(sweeps), key=lambda d: d.name != "short")
     )
-    # Short, PLW 0 vs PLW 1 at the end: seed 1 rows 5-9 right only at PLW 0, row 0 only at PLW 1; seed 2 rows 6-9
-    # only at PLW 0. 9 vs 1 discordant rows: p = 2 · (C(10,0) + C(10,1)) / 2^10 = 22 / 1024.
-    p = short[0.0].mcnemar
-    assert (p.n, p.only_a, p.only_b, p.correct_a, p.correct_b) == (20, 9, 1, 19, 11)
-    assert p.p_value == pytest.approx(22 / 1024, rel=1e-12)
-    # PLW 0.1 vs PLW 1: 3 vs 1 discordant: p = 2 · (1 + 4) / 16 = 0.625.
-    assert (short[0.1].mcnemar.only_a, short[0.1].mcnemar.only_b) == (3, 1)
-    assert short[0.1].mcnemar.p_value == pytest.approx(0.625, rel=1e-12)
-    # Long, exact match: PLW 0 right on rows 0-2, PLW 1 on rows 0-5, both seeds: 0 vs 6, p = 2 / 2^6.
-    assert (long[0.0].mcnemar.only_a, long[0.0].mcnemar.only_b) == (0, 6)
-    assert long[0.0].mcnemar.p_value == pytest.approx(2 / 64, rel=1e-12)
-    assert long[0.1].mcnemar.p_value == 1.0  # the same rows right: no discordant row
+    # Short, PLW 0 vs PLW 1 at the end, each row's mean over the 2 seeds: PLW 1 rows 0-4: 1, row 5: 0.5, 6-9: 0;
+    # PLW 0 row 0: 0.5, rows 1-9: 1. Differences x 2: row 0: -1, row 5: +1, rows 6-9: +2; sum 8 of at most 10.
+    # Of the 2^6 sign patterns, |sum| >= 8 needs all four 2s on one side and the 1s not both against: 2 x 3 = 6.
+    p = short[0.0].paired
+    assert (p.rows, p.seeds, p.a_better, p.b_better) == (10, 2, 5, 1)
+    assert (p.mean_a, p.mean_b) == pytest.approx((0.95, 0.55))
+    assert p.p_value == pytest.approx(6 / 64, rel=1e-12)  # pooling the seeds as rows gave McNemar 22/1024
+    # PLW 0.1 vs PLW 1: differences x 2: row 0: -1, row 5: +1, row 6: +2; |sum| >= 2 in 6 of 8 patterns.
+    assert (short[0.1].paired.a_better, short[0.1].paired.b_better) == (2, 1)
+    assert short[0.1].paired.p_value == pytest.approx(0.75, rel=1e-12)
+    # Long, exact match: PLW 0 right on rows 0-2, PLW 1 on rows 0-5, both seeds: 3 rows at -2 each: p = 2 / 2^3.
+    assert (long[0.0].paired.a_better, long[0.0].paired.b_better) == (0, 3)
+    assert long[0.0].paired.p_value == pytest.approx(2 / 8, rel=1e-12)
+    assert long[0.1].paired.p_value == 1.0 and long[0.1].paired.informative  # the same rows right
     assert short[0.0].lower == 2 and short[0.1].lower == 1 and short[0.1].higher == 1 and long[0.0].higher == 2
 
 
 def test_findings_are_worded_no_stronger_than_the_test(sweeps):
-    short, long = (d["finding"] for d in findings(load_spectrum(sweeps), "report.md")["datasets"])
-    assert short == (
+    short, long = (d for d in findings(load_spectrum(sweeps), "report.md")["datasets"])
+    assert short["finding"].startswith(
         "PLW 0.1 had lower completion loss than PLW 1 in 1 of 2 seeds (0.525 vs 0.55 mean), and its accuracy was "
-        "not distinguishable from PLW 1's (65.0% vs 55.0% on 20 paired rows, p = 0.625); "
+        "not distinguishable from PLW 1's (65.0% ["
+    )
+    # 95% vs 55% looks large, but at row level p = 6/64: not distinguishable, and no direction is named.
+    assert (
         "PLW 0 had lower completion loss than PLW 1 in 2 of 2 seeds (0.325 vs 0.55 mean), and its accuracy was "
-        "higher (95.0% vs 55.0% on 20 paired rows, McNemar p = 0.0215)"
+        "not distinguishable from PLW 1's (95.0% [" in short["finding"]
     )
-    assert long == (
-        "PLW 0.1 had lower completion loss than PLW 1 in 1 of 2 seeds (1.075 vs 1.1 mean), and its exact_match was "
-        "not distinguishable from PLW 1's (60.0% vs 60.0% on 20 paired rows, p = 1); "
-        "PLW 0 had higher completion loss than PLW 1 in 2 of 2 seeds (1.275 vs 1.1 mean), and its exact_match was "
-        "lower (30.0% vs 60.0% on 20 paired rows, McNemar p = 0.0312)"
+    assert short["finding"].endswith("on 10 rows x 2 seeds, right per seed: 9 vs 5, 10 vs 6, row-level p = 0.094)")
+    assert "higher" not in short["finding"] and "McNemar" not in short["finding"]
+    assert "its exact_match was not distinguishable from PLW 1's (30.0% [" in long["finding"]
+    # The other PLWs against each other: PLW 0 vs PLW 0.1.
+    (pair,) = short["pairwise"]
+    assert (pair["plw"], pair["against"], pair["paired"]["rows"]) == (0.0, 0.1, ROWS)
+
+
+def test_metric_at_zero_everywhere_is_not_informative(tmp_path):
+    """No run gets a row right: the finding says the metric is not informative, and quotes no p-value."""
+    folder = tmp_path / "zero"
+    for plw in (1.0, 0.0):
+        for seed in (1, 2):
+            write_run(folder / f"plw={plw:g}" / f"seed={seed}", plw, seed, [(0, 3.0, []), (20, 1.0, [])], False, 1, 1)
+    (d,) = findings(load_spectrum([folder]), "report.md")["datasets"]
+    assert d["finding"] == (
+        "PLW 0 had the same completion loss as PLW 1 in all 2 seeds (1), and its exact_match is not informative: "
+        "0.0% in every run of both PLWs on 10 rows x 2 seeds"
     )
+    assert d["comparisons"][0]["paired"]["informative"] is False
+    assert "p =" not in d["finding"] and "distinguishable" not in d["finding"]
 
 
 def test_one_seed_says_so(tmp_path):
@@ -179,8 +203,11 @@ def test_one_seed_says_so(tmp_path):
     (d,) = findings(load_spectrum([folder]), "report.md")["datasets"]
     assert d["finding"] == (
         "PLW 0 had lower completion loss than PLW 1 (1.1 vs 1.2; one seed), and its exact_match was not "
-        "distinguishable from PLW 1's (60.0% vs 60.0% on 10 paired rows, p = 1)"
+        "distinguishable from PLW 1's (60.0% [31.3%, 83.2%] vs 60.0% [31.3%, 83.2%] on 10 rows, one seed, "
+        "row-level p = 1)"
     )
+    lo, hi = wilson_interval(6, 10)  # one seed: the Wilson interval
+    assert f"[{100 * lo:.1f}%, {100 * hi:.1f}%]" == "[31.3%, 83.2%]"
     (folder / "plw=0" / "predictions.jsonl").unlink()
     (d,) = findings(load_spectrum([folder]), "report.md")["datasets"]
     assert d["finding"].endswith("one seed), and its exact_match has no per-row outcomes to pair")
@@ -199,7 +226,7 @@ def test_cli_writes_figure_report_and_findings(sweeps, tmp_path, capsys, monkeyp
     assert [d["name"] for d in summary["datasets"]] == ["short", "long"]
     report = (out / "report.md").read_text()
     assert "| short | 0.02 | 1 | 2 | 0.5500 [0.5000–0.6000] |" in report
-    assert "11/20 = 55.0% [34.2%, 74.2%]" in report
+    assert "over 10 rows (row bootstrap) |" in report and "34.2%" not in report
     assert "Huerta-Enochian & Ko (2024) report that" in report
     assert f"plw spectrum {long} {short} --findings {packaged}" in report
     assert "short/plw=1/seed=3" in report  # named as left out
@@ -219,6 +246,8 @@ def test_cli_writes_figure_report_and_findings(sweeps, tmp_path, capsys, monkeyp
     )
     assert summary["datasets"][0]["finding"] in printed
     assert f"Measured with {summary['datasets'][0]['scope']}: a small study" in printed
+    # 95% vs 55% at row level p = 0.094: no basis for a suggestion.
+    assert "\nSuggested prompt_loss_weight: no measured basis at this Rg: on short (Rg 0.02)" in printed
 
 
 def test_default_out_is_the_common_parent(tmp_path):

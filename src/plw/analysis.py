@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from .runio import read_jsonl_lines
-from .uncertainty import wilson_interval
+from .uncertainty import accuracy_interval, interval_method, row_means, wilson_interval
 
 # The accuracy a comparison uses, in order of preference: the answer token (letters), exact match of the whole
 # completion (answers that are words), then weaker stand-ins.
@@ -191,7 +191,8 @@ def run_row(run: Run) -> dict[str, Any]:
             if isinstance(value, (int, float)) and value >= best[acc] - WITHIN:
                 row["epochs_to_within_1pt"] = line["epoch"]
                 break
-    first = lines[0] if lines else {}
+    # The untrained accuracy only where an evaluation ran before training (step 0); never a default.
+    first = lines[0] if lines and int(lines[0].get("step", -1)) == 0 else {}
     row["initial_accuracy"] = first.get(acc) if acc else None
     row["evaluations"] = len(lines)
     return row
@@ -205,20 +206,32 @@ def sort_runs(runs: list[Run]) -> list[Run]:
 
 
 def rule_accuracy(group: list[Run], acc: str, rule: str) -> dict[str, Any] | None:
-    """A PLW's accuracy under one checkpoint rule: mean over seeds, min–max, and the rows pooled over seeds
-    (``correct`` of ``rows``) with their Wilson interval ``lo``–``hi``."""
-    values, right, rows, steps = [], 0.0, 0, []
+    """A PLW's accuracy under one checkpoint rule: mean over seeds, min–max, and its 95% interval ``lo``–``hi``
+    with the evaluation row as the unit (:func:`plw.uncertainty.accuracy_interval`: Wilson with one seed, a
+    bootstrap over rows with each row's seeds kept together with several). ``rows`` counts evaluation rows, not
+    rows x seeds. Several seeds without per-row outcomes give no interval (``lo`` and ``hi`` None): pooling their
+    rows as if independent would overstate the precision."""
+    values, steps, outcomes, counts = [], [], [], []
     for run in group:
         line = checkpoint_lines(run, acc)[rule]
         if line is None or not isinstance(line.get(acc), (int, float)):
             return None
-        n = rows_scored(line, acc)
         values.append(line[acc])
         steps.append(int(line["step"]))
-        if n:
-            right += line[acc] * n
-            rows += n
-    lo, hi = wilson_interval(round(right), rows) if rows else (None, None)
+        outcomes.append(run.outcomes(int(line["step"]), acc))
+        counts.append(rows_scored(line, acc))
+    lo = hi = rows = None
+    method = None
+    if all(o is not None for o in outcomes):
+        means = row_means(outcomes)
+        if means:
+            lo, hi = accuracy_interval(means, len(group))
+            rows = len(means)
+            method = interval_method(means, len(group))
+    elif len(group) == 1 and counts[0]:
+        rows = counts[0]
+        lo, hi = wilson_interval(round(values[0] * rows), rows)
+        method = "Wilson"
     return {
         "mean": sum(values) / len(values),
         "min": min(values),
@@ -226,6 +239,7 @@ def rule_accuracy(group: list[Run], acc: str, rule: str) -> dict[str, Any] | Non
         "lo": lo,
         "hi": hi,
         "rows": rows,
-        "correct": round(right) if rows else None,
+        "seeds": len(group),
+        "method": method,
         "steps": steps,
     }

@@ -184,26 +184,30 @@ def _group_colours(groups: list) -> list:
 
 
 def _band(group: list, acc: str) -> tuple[list[float], list[float], list[float], list[float]]:
-    """Epochs, mean accuracy over seeds, and the 95% Wilson band over the rows pooled over seeds."""
+    """Epochs, mean accuracy over seeds, and its 95% band with the evaluation row as the unit
+    (:func:`plw.uncertainty.accuracy_interval`: Wilson with one seed, a row bootstrap with several); no band (a
+    point) where several seeds lack per-row outcomes."""
     from .analysis import rows_scored
-    from .uncertainty import wilson_interval
+    from .uncertainty import accuracy_interval, row_means, wilson_interval
 
-    by_step: dict[int, list[dict]] = {}
+    by_step: dict[int, list[tuple]] = {}
     for run in group:
         for line in run.lines:
             if isinstance(line.get(acc), (int, float)):
-                by_step.setdefault(int(line["step"]), []).append(line)
+                by_step.setdefault(int(line["step"]), []).append((run, line))
     xs, mean, lo, hi = [], [], [], []
-    for _, lines in sorted(by_step.items()):
-        if len(lines) != len(group):
+    for step, pairs in sorted(by_step.items()):
+        if len(pairs) != len(group):
             continue
+        lines = [ln for _, ln in pairs]
         xs.append(sum(float(ln.get("epoch") or 0.0) for ln in lines) / len(lines))
         mean.append(sum(ln[acc] for ln in lines) / len(lines))
-        counts = [rows_scored(ln, acc) for ln in lines]
-        if all(counts):
-            interval = wilson_interval(
-                round(sum(ln[acc] * n for ln, n in zip(lines, counts, strict=True))), sum(counts)
-            )
+        outcomes = [run.outcomes(step, acc) for run, _ in pairs]
+        count = rows_scored(lines[0], acc)
+        if all(o is not None for o in outcomes) and row_means(outcomes):
+            interval = accuracy_interval(row_means(outcomes), len(group))
+        elif len(group) == 1 and count:
+            interval = wilson_interval(round(lines[0][acc] * count), count)
         else:
             interval = (mean[-1], mean[-1])
         lo.append(interval[0])
@@ -213,7 +217,7 @@ def _band(group: list, acc: str) -> tuple[list[float], list[float], list[float],
 
 def plot_sweep_curves(runs: list, path: str | Path) -> Path:
     """Per sweep: completion loss (left) and accuracy (right) against epochs, one line per PLW (the mean over
-    seeds, each seed thin), accuracy with its 95% Wilson band over validation rows."""
+    seeds, each seed thin), accuracy with its 95% band over validation rows (Wilson with one seed, row bootstrap with several)."""
     from .analysis import accuracy_key, group_by_plw, series
 
     fig = _figure((11.0, 4.4))
@@ -243,7 +247,7 @@ def plot_sweep_curves(runs: list, path: str | Path) -> Path:
     left.set_xlabel("epoch")
     left.set_ylabel("mean NLL per completion token")
     name = acc.removeprefix("eval_") if acc else "accuracy"
-    right.set_title(f"validation {name}: mean over seeds, 95% Wilson band", fontsize=10)
+    right.set_title(f"validation {name}: mean over seeds, 95% band over rows", fontsize=10)
     right.set_xlabel("epoch")
     right.set_ylim(0, 1)
     left.legend(fontsize=8, frameon=False)
@@ -251,7 +255,8 @@ def plot_sweep_curves(runs: list, path: str | Path) -> Path:
 
 
 def plot_sweep_best(runs: list, path: str | Path) -> Path:
-    """Per sweep: accuracy at each checkpoint rule against PLW, with 95% Wilson intervals (pooled over seeds).
+    """Per sweep: accuracy at each checkpoint rule against PLW, with 95% intervals over evaluation rows (Wilson with
+    one seed, a row bootstrap with several: :func:`plw.analysis.rule_accuracy`).
 
     The x-axis is symmetric-log with a linear region below 0.01, so 0, 0.01, 0.1 and 1 are all visible. Schedules
     have no place on that axis: each is a dashed horizontal line at its final accuracy, labelled in the legend.
@@ -306,5 +311,5 @@ def plot_sweep_best(runs: list, path: str | Path) -> Path:
     ax.set_xlabel("prompt-loss-weight")
     ax.set_ylabel(f"validation {acc.removeprefix('eval_')}")
     ax.legend(fontsize=8, frameon=False, loc="best")
-    ax.set_title("accuracy by checkpoint rule (mean over seeds, 95% Wilson interval)", fontsize=10)
+    ax.set_title("accuracy by checkpoint rule (mean over seeds, 95% interval over rows)", fontsize=10)
     return _save(fig, path)

@@ -1,8 +1,10 @@
 """The sweep report: one ``report.md`` per sweep — what it shows, accuracy by stopping rule with intervals, paired
 comparisons, verdicts on the article's claims, the data's Rg and the figures.
 
-Accuracies carry 95% Wilson intervals over validation rows (:mod:`plw.uncertainty`); with several seeds a PLW's
-accuracy is the mean over seeds with the seeds' min–max, and its interval is over the pooled rows x seeds.
+The evaluation row is the unit (:mod:`plw.uncertainty`): with one seed an accuracy carries its 95% Wilson interval;
+with several it is the mean over seeds with the seeds' min–max, and its interval is a bootstrap over rows that keeps
+each row's seeds together. Paired comparisons are row-level tests, and the report names both methods. It prints only
+what was measured: no untrained accuracy without a step-0 evaluation.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from .analysis import OPTIMISTIC, RULES, Run, group_by_plw, load_run, rows_scored, rule_accuracy, run_row, sort_runs
 from .runio import atomic_write_text
+from .verdicts import untrained_accuracy
 
 
 def _num(value: Any, digits: int = 4) -> str:
@@ -78,8 +81,7 @@ def accuracy_table(runs: list[Run], acc: str) -> list[str]:
     ]
     for label, _, group in groups:
         cells = [format_accuracy(rule_accuracy(group, acc, rule), seeds) for rule in (*RULES, OPTIMISTIC)]
-        first = [run.lines[0] for run in group if run.lines and int(run.lines[0].get("step", -1)) == 0]
-        untrained = _pct(sum(ln.get(acc, 0.0) for ln in first) / len(first)) if first else "–"
+        untrained = _pct(untrained_accuracy(group, acc))
         lines.append(f"| {label.removeprefix('PLW ')} | {len(group)} | " + " | ".join(cells) + f" | {untrained} |")
     return lines
 
@@ -93,30 +95,33 @@ def headline(runs: list[Run], acc: str) -> list[str]:
     for label, _, group in groups:
         a = rule_accuracy(group, acc, "final")
         b = rule_accuracy(group, acc, "completion-loss minimum")
-        first = [run.lines[0] for run in group if run.lines and int(run.lines[0].get("step", -1)) == 0]
-        start = f" (untrained: {_pct(sum(ln.get(acc, 0.0) for ln in first) / len(first))})" if first else ""
+        untrained = untrained_accuracy(group, acc)
+        start = f" (untrained: {_pct(untrained)})" if untrained is not None else ""
         if a:
             out.append(
                 f"- {label}: final {acc.removeprefix('eval_')} {format_accuracy(a, len(group))}; at the "
                 f"completion-loss minimum {format_accuracy(b, len(group))}{start}."
             )
-    for small, large, p in paired_against_largest(runs, acc, "final"):
-        if p.p_value < ALPHA:
-            word = "more" if p.correct_a > p.correct_b else "less"
+    for small, large, c in paired_against_largest(runs, acc, "final"):
+        if not c.informative:
+            out.append(f"- At the end of training, {small} vs {large}: {describe(c, small, large)}.")
+        elif c.p_value < ALPHA:
+            word = "more" if c.mean_a > c.mean_b else "less"
             out.append(
-                f"- At the end of training {small} is {word} accurate than {large}: {describe(p, small, large)}."
+                f"- At the end of training {small} is {word} accurate than {large}: {describe(c, small, large)}."
             )
         else:
             out.append(
                 f"- At the end of training {small} and {large} cannot be told apart at this sample size: "
-                f"{describe(p, small, large)}."
+                f"{describe(c, small, large)}."
             )
     return out
 
 
 def render_report(runs: list[Run], figures: dict[str, str], command: str | None = None) -> str:
     """The markdown text of a sweep report (figure paths relative to the report)."""
-    from .verdicts import MCNEMAR, paired_against_largest, verdicts
+    from .uncertainty import ROW_INTERVAL, ROW_TEST
+    from .verdicts import ALPHA, TARGET_RULE, paired_against_largest, verdicts
 
     rows = [run_row(r) for r in runs]
     acc = next((r["accuracy_metric"] for r in rows if r["accuracy_metric"]), None)
@@ -133,8 +138,9 @@ def render_report(runs: list[Run], figures: dict[str, str], command: str | None 
     lines += [
         f"{len(groups)} PLW values x {max(len(g) for _, _, g in groups)} seed(s) ({', '.join(map(str, seeds))}); "
         f"accuracy is `{acc_name}` on {n_rows if n_rows is not None else 'the'} validation rows. "
-        "Intervals are 95% Wilson intervals over validation rows (pooled over seeds); with several seeds the "
-        "seeds' min–max follows.",
+        "The evaluation row is the unit: a row's seeds are not independent rows. "
+        f"Intervals: {ROW_INTERVAL}; with several seeds the seeds' min–max follows. "
+        f"Paired comparisons: {ROW_TEST}.",
         "",
     ]
     if acc:
@@ -157,10 +163,17 @@ def render_report(runs: list[Run], figures: dict[str, str], command: str | None 
         ]
         comparisons = paired_against_largest(runs, acc)
         if comparisons:
-            lines += ["## Paired comparisons at the completion-loss checkpoint", "", f"Test: {MCNEMAR}.", ""]
+            lines += ["## Paired comparisons at the completion-loss checkpoint", "", f"Test: {ROW_TEST}.", ""]
             lines += [f"- {small} vs {large}: {describe_pair(p, small, large)}" for small, large, p in comparisons]
             lines.append("")
-        lines += ["## Verdicts on the article's claims", ""]
+        lines += [
+            "## Verdicts on the article's claims",
+            "",
+            f'A verdict is *supported* or *contradicted* only when its test rejects "no difference" at p < {ALPHA:g}; '
+            "*not informative* when the accuracy is one value in every run; *not measured* when the sweep lacks "
+            f"what the claim needs. For (c), {TARGET_RULE}.",
+            "",
+        ]
         for v in verdicts(runs):
             lines += [f"- **({v.claim}) {v.verdict}.** {v.statement} {v.evidence}. Test: {v.test}.", ""]
     lines += [

@@ -5,16 +5,18 @@
 ``spectrum.png``, ``report.md`` and ``findings.json``:
 
 * per dataset and constant PLW: the held-out completion loss (mean over seeds, with the seeds' min and max) and,
-  where the runs record one, the accuracy (mean over seeds; pooled right / rows over seeds with its 95% Wilson
-  interval);
-* per dataset, every PLW against PLW 1: in how many matched seeds the completion loss is lower, and an exact
-  McNemar test of the accuracy on the same evaluation rows, pooled over matched seeds
-  (:func:`plw.verdicts.pooled`, :func:`plw.verdicts.paired_at`), put into plain words no stronger than the data.
+  where the runs record one, the accuracy (mean over seeds, min–max, and its 95% interval with the evaluation row
+  as the unit: :data:`plw.uncertainty.ROW_INTERVAL`);
+* per dataset, every PLW against PLW 1, and the other PLWs against each other: in how many matched seeds the
+  completion loss is lower, and a row-level paired test of the accuracy on the same evaluation rows over matched
+  seeds (:data:`plw.uncertainty.ROW_TEST`, :func:`plw.verdicts.compare_at`), put into plain words no stronger than
+  the data; an accuracy at one value in every run (0% everywhere) is called not informative.
 
 Rg is the mean completion / prompt token ratio of the evaluation rows as trained (chat template included), from the
 runs' ``data_report.json``. ``findings.json`` is what ``plw stats`` reads (its packaged copy,
 ``plw/spectrum_findings.json``): a top-level ``report`` (the report's path as written) and ``datasets``, each with
-``name``, ``rg``, ``finding`` and ``scope`` (model, rows, steps and seeds the finding rests on).
+``name``, ``rg``, ``finding``, ``scope`` (model, rows, steps and seeds the finding rests on), ``comparisons`` (each
+PLW against PLW 1) and ``pairwise`` (the other PLWs against each other), each comparison with its ``paired`` test.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from typing import Any
 from .analysis import Run, accuracy_key, checkpoint_lines, format_plw, rule_accuracy
 from .report import find_runs
 from .runio import atomic_write_json, atomic_write_text
-from .uncertainty import Paired
-from .verdicts import ALPHA, MCNEMAR, matched_seeds, paired_at, pct, pooled
+from .uncertainty import ROW_INTERVAL, ROW_TEST, RowComparison
+from .verdicts import ALPHA, compare_at, interval, matched_seeds, pct, per_seed_text, rows_text
 
 REFERENCE_PLW = 1.0  # every PLW is compared with PLW 1, the model's own causal-LM loss
 RULE = "final"  # the checkpoint rule of the study (plw.analysis.RULES), declared before looking
@@ -143,9 +145,9 @@ def final_losses(runs: Sequence[Run]) -> list[float]:
 def plw_summary(runs: list[Run], acc: str | None) -> dict[str, Any]:
     """One PLW of one dataset at the final evaluation: completion loss over seeds and, with ``acc``, accuracy.
 
-    ``accuracy`` holds the mean, min and max over seeds, and the rows pooled over seeds: ``correct`` of ``rows``
-    (``pooled`` = their ratio) with its 95% Wilson interval ``lo``–``hi`` (:func:`plw.analysis.rule_accuracy`).
-    Without row counts (a completion-token accuracy) only the mean, min and max are given.
+    ``accuracy`` holds the mean, min and max over seeds, and its 95% interval ``lo``–``hi`` over ``rows``
+    evaluation rows (``method``: Wilson with one seed, a row bootstrap with several;
+    :func:`plw.analysis.rule_accuracy`). Without per-row outcomes and with several seeds there is no interval.
     """
     losses = final_losses(runs)
     summary: dict[str, Any] = {
@@ -157,35 +159,28 @@ def plw_summary(runs: list[Run], acc: str | None) -> dict[str, Any]:
     }
     a = rule_accuracy(runs, acc, RULE) if acc else None
     if a is not None:
-        rows, correct = a["rows"] or None, a["correct"]
-        summary["accuracy"] = {
-            "metric": acc.removeprefix("eval_"),
-            "mean": a["mean"],
-            "min": a["min"],
-            "max": a["max"],
-            "correct": correct,
-            "rows": rows,
-            "pooled": correct / rows if rows else None,
-            "lo": a["lo"],
-            "hi": a["hi"],
+        summary["accuracy"] = {"metric": acc.removeprefix("eval_")} | {
+            k: a[k] for k in ("mean", "min", "max", "lo", "hi", "rows", "seeds", "method")
         }
     return summary
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """One PLW against PLW 1 on one dataset, over the seeds both have, at the final evaluation."""
+    """One PLW against another (PLW 1 unless ``against`` says otherwise) on one dataset, over the seeds both
+    have, at the final evaluation."""
 
     plw: float
     seeds: list[int | None]
     losses: list[float]  # this PLW's final completion loss, per matched seed
-    reference_losses: list[float]  # PLW 1's, same seeds
+    reference_losses: list[float]  # the other PLW's, same seeds
     accuracy_metric: str | None
-    mcnemar: Paired | None  # pooled over the matched seeds; None without per-row outcomes
+    paired: RowComparison | None  # row-level over the matched seeds; None without per-row outcomes
+    against: float = REFERENCE_PLW
 
     @property
     def lower(self) -> int:
-        """Matched seeds where this PLW's completion loss is lower than PLW 1's."""
+        """Matched seeds where this PLW's completion loss is lower than the other's."""
         return sum(a < b for a, b in zip(self.losses, self.reference_losses, strict=True))
 
     @property
@@ -197,35 +192,44 @@ class Comparison:
         return loss_finding(self) + ", and " + accuracy_finding(self)
 
 
+def compare_pair(dataset: Dataset, plw: float, against: float) -> Comparison | None:
+    """PLW ``plw`` against PLW ``against`` on matched seeds at the final evaluation; None without matched seeds."""
+    pairs = matched_seeds(dataset.groups.get(plw, []), dataset.groups.get(against, []))
+    if not pairs or plw == against:
+        return None
+    acc = dataset.accuracy_key
+    return Comparison(
+        plw=plw,
+        seeds=[a.seed for a, _ in pairs],
+        losses=final_losses([a for a, _ in pairs]),
+        reference_losses=final_losses([b for _, b in pairs]),
+        accuracy_metric=acc.removeprefix("eval_") if acc else None,
+        paired=compare_at([(a, final_line(a)["step"], b, final_line(b)["step"]) for a, b in pairs], acc)
+        if acc
+        else None,
+        against=against,
+    )
+
+
 def compare(dataset: Dataset) -> list[Comparison]:
     """Every PLW other than 1 against PLW 1, on matched seeds (none when the dataset has no PLW 1 run)."""
-    reference = dataset.groups.get(REFERENCE_PLW)
-    if not reference:
+    if not dataset.groups.get(REFERENCE_PLW):
         return []
-    acc = dataset.accuracy_key
-    out = []
-    for plw, runs in dataset.groups.items():
-        pairs = matched_seeds(runs, reference) if plw != REFERENCE_PLW else []
-        if not pairs:
-            continue
-        tests = [paired_at(a, final_line(a)["step"], b, final_line(b)["step"], acc) for a, b in pairs]
-        out.append(
-            Comparison(
-                plw=plw,
-                seeds=[a.seed for a, _ in pairs],
-                losses=final_losses([a for a, _ in pairs]),
-                reference_losses=final_losses([b for _, b in pairs]),
-                accuracy_metric=acc.removeprefix("eval_") if acc else None,
-                mcnemar=pooled(tests) if acc else None,
-            )
-        )
-    return out
+    out = [compare_pair(dataset, plw, REFERENCE_PLW) for plw in dataset.groups if plw != REFERENCE_PLW]
+    return [c for c in out if c is not None]
+
+
+def compare_others(dataset: Dataset) -> list[Comparison]:
+    """The PLWs other than 1 against each other (each smaller one against each larger one), on matched seeds."""
+    others = [plw for plw in dataset.groups if plw != REFERENCE_PLW]  # large to small
+    out = [compare_pair(dataset, small, large) for i, large in enumerate(others) for small in others[i + 1 :]]
+    return [c for c in out if c is not None]
 
 
 def loss_finding(c: Comparison) -> str:
     """``PLW 0.1 had lower completion loss than PLW 1 in 2 of 3 seeds (0.2134 vs 0.3512 mean)``, or with one
     seed ``... than PLW 1 (0.2134 vs 0.3512; one seed)``; counts of seeds, no test (3 seeds cannot reach p < 0.05)."""
-    name, ref = f"PLW {format_plw(c.plw)}", f"PLW {format_plw(REFERENCE_PLW)}"
+    name, ref = f"PLW {format_plw(c.plw)}", f"PLW {format_plw(c.against)}"
     mean, ref_mean = sum(c.losses) / len(c.losses), sum(c.reference_losses) / len(c.reference_losses)
     n = len(c.losses)
     if c.lower == c.higher == 0:
@@ -238,19 +242,63 @@ def loss_finding(c: Comparison) -> str:
 
 
 def accuracy_finding(c: Comparison) -> str:
-    """``its exact_match was higher (93.0% vs 52.0% on 200 paired rows, McNemar p = 8e-10)`` when the exact
-    McNemar test rejects "equally accurate" at :data:`plw.verdicts.ALPHA`, else ``... not distinguishable ...``."""
-    ref = f"PLW {format_plw(REFERENCE_PLW)}"
+    """``its exact_match was higher (47.0% [..] vs 24.0% [..] on 50 rows x 2 seeds, row-level p = 0.0012)`` when
+    the row-level test rejects "equally accurate" at :data:`plw.verdicts.ALPHA`; ``... not distinguishable ...``
+    when it does not; ``... not informative ...`` when the accuracy is one value in every run (no p is quoted)."""
+    ref = f"PLW {format_plw(c.against)}"
     if c.accuracy_metric is None:
         return "no accuracy was recorded"
-    p = c.mcnemar
-    if p is None or p.n == 0:
+    p = c.paired
+    if p is None or p.rows == 0:
         return f"its {c.accuracy_metric} has no per-row outcomes to pair"
-    numbers = f"{pct(p.correct_a / p.n)} vs {pct(p.correct_b / p.n)} on {p.n} paired rows"
+    if not p.informative:
+        return (
+            f"its {c.accuracy_metric} is not informative: {pct(p.mean_a)} in every run of both PLWs on {rows_text(p)}"
+        )
+    numbers = (
+        f"{pct(p.mean_a)} {interval(p.interval_a)} vs {pct(p.mean_b)} {interval(p.interval_b)} on {rows_text(p)}"
+        f"{per_seed_text(p).replace(';', ',')}, row-level p = {p.p_value:.2g}"
+    )
     if p.p_value < ALPHA:
-        word = "higher" if p.correct_a > p.correct_b else "lower"
-        return f"its {c.accuracy_metric} was {word} ({numbers}, McNemar p = {p.p_value:.3g})"
-    return f"its {c.accuracy_metric} was not distinguishable from {ref}'s ({numbers}, p = {p.p_value:.3g})"
+        word = "higher" if p.mean_a > p.mean_b else "lower"
+        return f"its {c.accuracy_metric} was {word} ({numbers})"
+    return f"its {c.accuracy_metric} was not distinguishable from {ref}'s ({numbers})"
+
+
+def paired_json(p: RowComparison | None) -> dict[str, Any] | None:
+    """A row-level comparison as findings.json stores it (rows are evaluation rows; seeds are nested in them)."""
+    if p is None:
+        return None
+    return {
+        "test": ROW_TEST,
+        "rows": p.rows,
+        "seeds": p.seeds,
+        "mean": p.mean_a,
+        "interval": list(p.interval_a),
+        "reference_mean": p.mean_b,
+        "reference_interval": list(p.interval_b),
+        "difference": p.difference,
+        "difference_interval": list(p.difference_interval),
+        "rows_better": p.a_better,
+        "rows_worse": p.b_better,
+        "right_per_seed": [list(t) for t in p.per_seed],
+        "p_value": p.p_value,
+        "informative": p.informative,
+    }
+
+
+def comparison_json(c: Comparison) -> dict[str, Any]:
+    return {
+        "plw": c.plw,
+        "against": c.against,
+        "seeds": c.seeds,
+        "completion_loss": c.losses,
+        "reference_completion_loss": c.reference_losses,
+        "lower_in": c.lower,
+        "higher_in": c.higher,
+        "paired": paired_json(c.paired),
+        "finding": c.finding,
+    }
 
 
 def dataset_finding(dataset: Dataset, comparisons: list[Comparison]) -> str:
@@ -270,6 +318,8 @@ def findings(datasets: Sequence[Dataset], report: str | Path, command: str | Non
         "report": str(report),
         "command": command,
         "rule": "final evaluation of each finished run",
+        "interval": ROW_INTERVAL,
+        "test": ROW_TEST,
         "claim": CLAIM,
         "datasets": [],
     }
@@ -282,31 +332,8 @@ def findings(datasets: Sequence[Dataset], report: str | Path, command: str | Non
                 "rg": d.rg,
                 "accuracy_metric": acc.removeprefix("eval_") if acc else None,
                 "plw": [plw_summary(runs, acc) for runs in d.groups.values()],
-                "comparisons": [
-                    {
-                        "plw": c.plw,
-                        "against": REFERENCE_PLW,
-                        "seeds": c.seeds,
-                        "completion_loss": c.losses,
-                        "reference_completion_loss": c.reference_losses,
-                        "lower_in": c.lower,
-                        "higher_in": c.higher,
-                        "mcnemar": (
-                            {
-                                "n": c.mcnemar.n,
-                                "correct": c.mcnemar.correct_a,
-                                "reference_correct": c.mcnemar.correct_b,
-                                "only_this": c.mcnemar.only_a,
-                                "only_reference": c.mcnemar.only_b,
-                                "p_value": c.mcnemar.p_value,
-                            }
-                            if c.mcnemar
-                            else None
-                        ),
-                        "finding": c.finding,
-                    }
-                    for c in comparisons
-                ],
+                "comparisons": [comparison_json(c) for c in comparisons],
+                "pairwise": [comparison_json(c) for c in compare_others(d)],
                 "finding": dataset_finding(d, comparisons),
                 "scope": dataset_scope(d),
                 "left_out": [str(p) for p in d.left_out],
@@ -321,7 +348,7 @@ def rg_text(rg: float | None) -> str:
 
 def plot_spectrum(datasets: Sequence[Dataset], path: str | Path) -> Path:
     """Final held-out completion loss against PLW, one line per dataset (mean over seeds, bars: the seeds' min–max);
-    beside it the accuracy (pooled over seeds, bars: 95% Wilson interval) of the datasets that record one.
+    beside it the accuracy (mean over seeds, bars: 95% interval over rows) of the datasets that record one.
 
     The x-axis is symmetric-log with a linear region below 0.01, so 0, 0.01, 0.1 and 1 are all visible; a small
     shift per dataset keeps the bars apart.
@@ -351,7 +378,7 @@ def plot_spectrum(datasets: Sequence[Dataset], path: str | Path) -> Path:
         if not points:
             continue
         any_accuracy = True
-        ys = [a["pooled"] if a["pooled"] is not None else a["mean"] for _, a in points]
+        ys = [a["mean"] for _, a in points]
         err = [
             [y - (a["lo"] if a["lo"] is not None else y) for y, (_, a) in zip(ys, points, strict=True)],
             [(a["hi"] if a["hi"] is not None else y) - y for y, (_, a) in zip(ys, points, strict=True)],
@@ -375,7 +402,7 @@ def plot_spectrum(datasets: Sequence[Dataset], path: str | Path) -> Path:
     left.legend(fontsize=8, frameon=False)
     right.set_ylim(0, 1)
     right.set_ylabel("accuracy")
-    right.set_title("accuracy at the final evaluation\n(pooled over seeds, bars: 95% Wilson interval)", fontsize=10)
+    right.set_title("accuracy at the final evaluation\n(mean over seeds, bars: 95% interval over rows)", fontsize=10)
     if any_accuracy:
         right.legend(fontsize=8, frameon=False)
     else:
@@ -384,15 +411,15 @@ def plot_spectrum(datasets: Sequence[Dataset], path: str | Path) -> Path:
 
 
 def accuracy_cells(a: dict[str, Any] | None) -> tuple[str, str]:
-    """(mean over seeds, pooled share with its Wilson interval) for the report's table."""
+    """(mean over seeds with their min–max, 95% interval over rows with its method) for the report's table."""
     if a is None:
         return "–", "–"
     mean = f"{pct(a['mean'])} {a['metric']}"
     if a["min"] != a["max"]:
         mean += f" ({pct(a['min'])}–{pct(a['max'])})"
-    if a["pooled"] is None:
+    if a.get("lo") is None:
         return mean, "–"
-    return mean, f"{a['correct']}/{a['rows']} = {pct(a['pooled'])} [{pct(a['lo'])}, {pct(a['hi'])}]"
+    return mean, f"[{pct(a['lo'])}, {pct(a['hi'])}] over {a['rows']} rows ({a['method']})"
 
 
 def render_spectrum(summary: dict[str, Any], figure: str) -> str:
@@ -406,14 +433,14 @@ def render_spectrum(summary: dict[str, Any], figure: str) -> str:
         "",
         "Every number is at the **final evaluation** of each finished run (a rule declared before looking, not the "
         "best of several evaluations). Completion loss: mean held-out NLL per completion token, mean over seeds "
-        "[min–max over seeds]. Accuracy: mean over seeds (min–max), and pooled over seeds (right / rows) with its "
-        "95% Wilson interval. Rg: mean completion / prompt tokens of the evaluation rows as trained (chat template "
+        "[min–max over seeds]. Accuracy: mean over seeds (min–max), and its interval with the evaluation row as the "
+        f"unit: {ROW_INTERVAL}. Rg: mean completion / prompt tokens of the evaluation rows as trained (chat template "
         "included).",
         "",
         f"![completion loss and accuracy by PLW, one line per dataset]({figure})",
         "",
         "| dataset | Rg | PLW | seeds | completion loss, mean [min–max] | accuracy, mean over seeds "
-        "| accuracy pooled, 95% Wilson |",
+        "| accuracy, 95% interval over rows |",
         "|---|---:|---:|---:|---|---|---|",
     ]
     for d in summary["datasets"]:
@@ -429,13 +456,18 @@ def render_spectrum(summary: dict[str, Any], figure: str) -> str:
         "## Findings, each PLW against PLW 1",
         "",
         "Completion loss is compared seed by seed (the same seed: the same data order and adapter initialisation); "
-        f"accuracy by an {MCNEMAR}, on the final evaluation's rows; a direction is named only when p < {ALPHA:g}.",
+        f"accuracy by an {ROW_TEST}, on the final evaluation's rows; a direction is named only when p < {ALPHA:g}. "
+        "An accuracy at one value in every run is called not informative, with no p.",
         "",
     ]
     lines += [
         f"- **{d['name']}** (Rg {rg_text(d['rg'])}): {d['finding']}. Measured with {d['scope']}."
         for d in summary["datasets"]
     ]
+    pairwise = [(d, c) for d in summary["datasets"] for c in d.get("pairwise") or []]
+    if pairwise:
+        lines += ["", "## The other PLWs against each other", ""]
+        lines += [f"- **{d['name']}**: {c['finding']}." for d, c in pairwise]
     left_out = [p for d in summary["datasets"] for p in d["left_out"]]
     if left_out:
         lines += [

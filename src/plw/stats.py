@@ -16,7 +16,9 @@ Counting streams: records are read lazily, written by ``datasets`` to Arrow file
 counted with ``Dataset.map(batched=True, num_proc=...)``, so no dataset is held in memory.
 
 After the table, ``plw stats`` quotes what the Rg spectrum study (``plw spectrum``) found on the measured dataset of
-nearest Rg on a log scale, from the packaged ``spectrum_findings.json``; nothing when the study has not run.
+nearest Rg on a log scale, from the packaged ``spectrum_findings.json``, and prints ``Suggested prompt_loss_weight:``
+per dataset (:func:`suggest_plw`): the PLWs the study's row-level test put above PLW 1 there, with what they rest on,
+or "no measured basis" when nothing within a factor of 3 of that Rg was measured.
 """
 
 from __future__ import annotations
@@ -436,8 +438,13 @@ def run_stats(
     print(format_table(rows))
     for line in report_lines(rows):
         print(line)
-    for line in spectrum_guidance(rows, read_spectrum_findings(spectrum_findings), unit):
+    findings = read_spectrum_findings(spectrum_findings)
+    for line in spectrum_guidance(rows, findings, unit):
         print(line)
+    for row in rows:  # one line per dataset, named when there are several
+        if isinstance(row.get("rg_mean"), (int, float)) and row["rg_mean"] > 0:
+            line = suggest_plw(row["rg_mean"], findings)
+            print(line if len(rows) == 1 else f"{row['dataset']}: {line}")
     if out_dir is not None:
         from .plots import plot_rg_histograms
 
@@ -509,3 +516,86 @@ def spectrum_guidance(rows: Sequence[dict[str, Any]], findings: dict[str, Any], 
             0, f"(The spectrum study counts tokens as trained, chat template included; these counts are {unit}.)"
         )
     return lines
+
+
+# ---- the suggested prompt-loss-weight, worded by the study's row-level tests -------------------------------------
+
+NEAR_FACTOR = 3.0  # a measured dataset speaks for data whose Rg is within this factor of its own (log scale)
+
+
+def _plw_text(value: float) -> str:
+    return f"{float(value):g}"
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def _accuracy_text(paired: dict[str, Any], plw: float, against: float) -> str:
+    """``PLW 0.1 47.0% [36.0%, 58.0%] vs PLW 1 24.0% [13.0%, 36.0%] on 50 rows x 2 seeds, row-level p = 0.0013``."""
+    lo, hi = paired["interval"]
+    rlo, rhi = paired["reference_interval"]
+    seeds = f"{paired['seeds']} seeds" if paired["seeds"] > 1 else "one seed"
+    per_seed = paired.get("right_per_seed") or []
+    per_seed_text = (
+        f" (right per seed: {', '.join(f'{a:g} vs {b:g}' for a, b in per_seed)})" if len(per_seed) > 1 else ""
+    )
+    return (
+        f"PLW {_plw_text(plw)} {_pct(paired['mean'])} [{_pct(lo)}, {_pct(hi)}] vs PLW {_plw_text(against)} "
+        f"{_pct(paired['reference_mean'])} [{_pct(rlo)}, {_pct(rhi)}] on {paired['rows']} rows x {seeds}"
+        f"{per_seed_text}, row-level p = {paired['p_value']:.2g}"
+    )
+
+
+def _significant(paired: dict[str, Any] | None) -> bool:
+    from .verdicts import ALPHA
+
+    return bool(paired) and paired.get("informative", False) and paired["p_value"] < ALPHA
+
+
+def suggest_plw(rg: float, findings: dict[str, Any]) -> str:
+    """One line, ``Suggested prompt_loss_weight: ...``, for data of mean Rg ``rg``, from the measured dataset of
+    nearest Rg (:func:`nearest_finding`) when it lies within :data:`NEAR_FACTOR`; "no measured basis" otherwise.
+
+    A value is suggested only where the study's row-level test put it above PLW 1 (p < ALPHA, an informative
+    accuracy). When several are, those the test could not tell apart from the most accurate one are all named, as
+    measured values (not a claim about the values between them). Every number is the study's, with its interval.
+    """
+    from .verdicts import ALPHA
+
+    head = "Suggested prompt_loss_weight:"
+    nearest = nearest_finding(rg, findings)
+    if nearest is None:
+        return f"{head} no measured basis (no study findings to compare with)"
+    where = f"{nearest['name']} (Rg {nearest['rg']:.2g}) in {findings.get('report') or 'the spectrum study'}"
+    if abs(math.log(rg) - math.log(nearest["rg"])) > math.log(NEAR_FACTOR):
+        return (
+            f"{head} no measured basis: nothing was measured within a factor {NEAR_FACTOR:g} of Rg {rg:.3g} "
+            f"(nearest: {where})"
+        )
+    comparisons = [c for c in nearest.get("comparisons") or [] if c.get("paired")]
+    better = [c for c in comparisons if _significant(c["paired"]) and c["paired"]["difference"] > 0]
+    if not better:
+        if comparisons and not any(c["paired"].get("informative") for c in comparisons):
+            reason = "its accuracy was not informative (one value in every run), and completion loss was only "
+            reason += "compared seed by seed, without a test"
+        elif comparisons:
+            reason = f"no PLW below 1 was more accurate than PLW 1 by the row-level test (p >= {ALPHA:g})"
+        else:
+            reason = "it has no row-level comparison with PLW 1"
+        return f"{head} no measured basis at this Rg: on {where}, {reason}"
+    best = max(better, key=lambda c: c["paired"]["mean"])
+    pairwise = {(c["plw"], c["against"]): c for c in nearest.get("pairwise") or []}
+    tied, ties_text = [best], []
+    for c in better:
+        if c is best:
+            continue
+        pair = pairwise.get((c["plw"], best["plw"])) or pairwise.get((best["plw"], c["plw"]))
+        if pair and pair.get("paired") and not _significant(pair["paired"]):
+            tied.append(c)
+            ties_text.append(_accuracy_text(pair["paired"], pair["plw"], pair["against"]))
+    values = " or ".join(_plw_text(c["plw"]) for c in sorted(tied, key=lambda c: -c["plw"]))
+    if len(tied) > 1:
+        values += f" (measured values the data cannot choose between: {'; '.join(ties_text)})"
+    evidence = "; ".join(_accuracy_text(c["paired"], c["plw"], c["against"]) for c in tied)
+    return f"{head} {values}. It rests on {where}: {evidence}; measured with {nearest.get('scope') or '?'}"
