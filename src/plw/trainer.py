@@ -40,6 +40,7 @@ from .distributed import real_rows_of_last_batch
 from .loss import check_normalization, denominator, prompt_weights, target_weights, weighted_nll_sum
 from .metrics import StreamingMetrics
 from .schedule import PLWSchedule, parse_plw
+from .sharded_head import full_head
 from .subsample import check_sample_rate, subsample_prompt, token_positions, with_row_index
 
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "position_ids")
@@ -353,14 +354,15 @@ class PLWTrainer(Trainer):
         weights = self.training_weights(inputs) if model.training else self.batch_weights(inputs)
         if self.loss_impl == "chunked":
             outputs, hidden, head = self._forward_hidden(model, inputs)
-            total, _ = chunked_weighted_nll_sum(
-                hidden,
-                head,
-                *masks,
-                inputs.get("position_ids"),
-                chunk_tokens=self.loss_chunk_tokens,
-                weights=weights,
-            )
+            with full_head(head) as full:  # ZeRO-3 / FSDP2: the head's weight gathered once per micro-batch
+                total, _ = chunked_weighted_nll_sum(
+                    hidden,
+                    full,
+                    *masks,
+                    inputs.get("position_ids"),
+                    chunk_tokens=self.loss_chunk_tokens,
+                    weights=weights,
+                )
         else:
             outputs = self._forward(model, inputs)
             total, _ = weighted_nll_sum(outputs.logits, *masks, inputs.get("position_ids"), weights=weights)
@@ -466,7 +468,8 @@ class PLWTrainer(Trainer):
                 if self.loss_impl == "chunked":
                     # Projected chunk by chunk under the same autocast as the forward, as the plain logits are.
                     outputs, hidden, head = self._forward_hidden(model, inputs)
-                    metrics.update_from_hidden(hidden, head, *batch, **roles)
+                    with full_head(head) as full:  # gathered once per batch on every process, not per chunk
+                        metrics.update_from_hidden(hidden, full, *batch, **roles)
                     del hidden
                 else:
                     outputs = self._forward(model, inputs)
