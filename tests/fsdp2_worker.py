@@ -95,7 +95,10 @@ def main(job_dir: Path) -> None:
     metrics.reduce(lambda t: (dist.all_reduce(t), t)[1])
     values = metrics.compute()
     if rank == 0:
-        torch.save({"loss": float(step_loss), "grads": grads, "eval": values, "head": [head_kind, *eval_kinds]}, job_dir / "out.pt")
+        torch.save(
+            {"loss": float(step_loss), "grads": grads, "eval": values, "head": [head_kind, *eval_kinds]},
+            job_dir / "out.pt",
+        )
     dist.barrier()
     dist.destroy_process_group()
 

@@ -10,14 +10,14 @@ holds one has no target at all in it) and 5 evaluation rows in batches of 2, so 
 second process holds only repeated rows, masked to no target (the case that hung under ZeRO-3: one process
 gathered the head per chunk, the other waited in the reduce).
 
-Tolerances: the step-0 evaluation and the first logged training loss come from the same weights and must agree to
-float32 rounding (rel 1e-5): only the order of the sums differs (two processes reduce their sums across processes,
-one process adds them in turn). After the first update the runs no longer see bit-identical weights: gradients
-summed in another order differ in the last bits, and Adam's first steps divide each gradient by its own magnitude
-(an update of about ``lr`` per parameter whatever the gradient), so parameters whose gradient is rounding noise move
-by a full step in some runs and not in others. Later losses therefore agree to rel 1e-3 (measured differences are
-printed on failure); a wrong normaliser or a rank training on the wrong rows shifts them by far more (the first
-logged loss already differs by a factor of the weight ratio of the ranks, > 10%).
+Tolerance: rel 1e-5 everywhere. The step-0 evaluation and the first logged loss come from the same weights; only the
+order of the sums differs (two processes reduce across processes, one adds its micro-batches in turn), which moves
+float32 results in the last bits. After updates, Adam could amplify such bits where a gradient is itself rounding
+noise (its first steps move each parameter by about ``lr`` whatever the gradient's size); over these 4 steps the
+measured differences stay below 1e-7 (LoRA and full, every engine, 2-core CPU), so 1e-5 leaves room for other CPUs
+while a wrong normaliser or a process training the wrong rows is off by far more (the two processes' step weights
+differ up to 7x). Before the adapter's init was seeded, each process drew its own LoRA matrices and the runs drifted
+apart by ~1e-3 in 4 steps: that was no float noise.
 """
 
 from __future__ import annotations
@@ -37,10 +37,9 @@ from plw.data.synthetic import make_synthetic_mcqa
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE.parent / "configs" / "accelerate"
-TIMEOUT_S = 420
+TIMEOUT_S = 240
 STEPS = 4
-REL_EXACT = 1e-5
-REL_AFTER_UPDATES = 1e-3
+REL = 1e-5
 
 
 def _load_worker():
@@ -233,9 +232,13 @@ def one_process(setup):
     return job_dir
 
 
-@pytest.fixture(scope="module", params=["ddp", "deepspeed_zero2", "deepspeed_zero3"])
-def engine_run(request, setup):
-    engine = request.param
+_LAUNCHED: dict[str, tuple[str, Path, list[str]]] = {}
+
+
+def engine_job(engine: str, setup: Path) -> tuple[str, Path, list[str]]:
+    """Launch ``engine``'s runs once per test session; later calls return the same results."""
+    if engine in _LAUNCHED:
+        return _LAUNCHED[engine]
     if engine.startswith("deepspeed") and (reason := _deepspeed_missing()):
         pytest.skip(reason)
     job_dir = setup / engine
@@ -245,7 +248,18 @@ def engine_run(request, setup):
     runs = runs_for(engine, job_dir)
     (job_dir / "job.json").write_text(json.dumps({"runs": runs}))
     launch(engine, job_dir)
-    return engine, job_dir, [r["name"] for r in runs]
+    _LAUNCHED[engine] = (engine, job_dir, [r["name"] for r in runs])
+    return _LAUNCHED[engine]
+
+
+@pytest.fixture(scope="module", params=["ddp", "deepspeed_zero2", "deepspeed_zero3"])
+def engine_run(request, setup):
+    return engine_job(request.param, setup)
+
+
+@pytest.fixture(scope="module")
+def zero3(setup):
+    return engine_job("deepspeed_zero3", setup)
 
 
 # ---- reading the results -----------------------------------------------------------------------------------------
@@ -313,23 +327,21 @@ def test_losses_and_evaluations_equal_one_process(engine_run, one_process):
         two, one = metrics_lines(job_dir, name), metrics_lines(one_process, name)
         assert [x["step"] for x in two] == [x["step"] for x in one] == [0, 2, 4], (engine, name)
         # step 0: the same weights; only the order of the sums differs
-        assert eval_values(two[0]) == pytest.approx(eval_values(one[0]), rel=REL_EXACT), (engine, name)
+        assert eval_values(two[0]) == pytest.approx(eval_values(one[0]), rel=REL), (engine, name)
         losses = [logged_losses(r) for r in ranks_of(job_dir, name)]
         (ref,) = [logged_losses(r) for r in ranks_of(one_process, name)]
         assert sorted(ref) == list(range(1, STEPS + 1))
         for logged in losses:  # every process logs the loss of the whole step
-            assert logged[1] == pytest.approx(ref[1], rel=REL_EXACT), (engine, name)
-            assert logged == pytest.approx(ref, rel=REL_AFTER_UPDATES), (engine, name)
+            assert logged[1] == pytest.approx(ref[1], rel=REL), (engine, name)
+            assert logged == pytest.approx(ref, rel=REL), (engine, name)
         for a, b in zip(two[1:], one[1:], strict=True):
-            assert eval_values(a) == pytest.approx(eval_values(b), rel=REL_AFTER_UPDATES), (engine, name, a["step"])
+            assert eval_values(a) == pytest.approx(eval_values(b), rel=REL), (engine, name, a["step"])
         # the runs do train: a loss that did not move would make the comparison after updates empty
-        assert abs(two[-1]["eval_weighted_loss"] - two[0]["eval_weighted_loss"]) > 10 * REL_AFTER_UPDATES
+        assert abs(two[-1]["eval_weighted_loss"] - two[0]["eval_weighted_loss"]) > 10 * REL
 
 
-def test_zero3_resume_equals_uninterrupted_run(engine_run):
-    engine, job_dir, names = engine_run
-    if "resumed" not in names:
-        pytest.skip(f"{engine}: resume is checked under ZeRO-3")
+def test_zero3_resume_equals_uninterrupted_run(zero3):
+    _, job_dir, _ = zero3
     assert [r["exit"] for r in ranks_of(job_dir, "cut")] == ["interrupted"] * 2
     assert [r["exit"] for r in ranks_of(job_dir, "resumed")] == [0, 0]
     resumed = ranks_of(job_dir, "resumed")[0]
@@ -337,10 +349,10 @@ def test_zero3_resume_equals_uninterrupted_run(engine_run):
     full, cut = metrics_lines(job_dir, "full"), metrics_lines(job_dir, "cut")
     assert [x["step"] for x in cut] == [x["step"] for x in full] == [0, 2, 4]
     for a, b in zip(cut, full, strict=True):
-        assert eval_values(a) == pytest.approx(eval_values(b), rel=REL_EXACT), a["step"]
+        assert eval_values(a) == pytest.approx(eval_values(b), rel=REL), a["step"]
 
 
-def test_zero3_save_best_writes_a_full_model_that_loads(engine_run, tokenizer):
+def test_zero3_save_best_writes_a_full_model_that_loads(zero3, tokenizer):
     """The saved model is the full trained one: it loads, and its own loss on the eval rows is the logged one."""
     import torch
     import torch.nn.functional as F
@@ -348,9 +360,7 @@ def test_zero3_save_best_writes_a_full_model_that_loads(engine_run, tokenizer):
 
     from plw.data.encode import encode
 
-    engine, job_dir, names = engine_run
-    if "resumed" not in names:
-        pytest.skip(f"{engine}: save_best is checked under ZeRO-3")
+    _, job_dir, _ = zero3
     run = job_dir / "runs" / "full"
     model = AutoModelForCausalLM.from_pretrained(run / "best").float().eval()
     reference = AutoModelForCausalLM.from_pretrained(job_dir / "model")
@@ -367,8 +377,8 @@ def test_zero3_save_best_writes_a_full_model_that_loads(engine_run, tokenizer):
             nll = F.cross_entropy(model(ids[None]).logits[0, :-1].float(), ids[1:], reduction="none")
             w = 0.3 * torch.tensor(row["prompt_mask"][1:]).float() + torch.tensor(row["completion_mask"][1:]).float()
             num, den = num + float((w * nll).sum()), den + float(w.sum())
-    assert num / den == pytest.approx(best["eval_weighted_loss"], rel=REL_EXACT)
-    assert num / den != pytest.approx(lines[0]["eval_weighted_loss"], rel=REL_AFTER_UPDATES)  # not the start model
+    assert num / den == pytest.approx(best["eval_weighted_loss"], rel=REL)
+    assert num / den != pytest.approx(lines[0]["eval_weighted_loss"], rel=REL)  # not the start model
 
 
 # ---- FSDP2 -------------------------------------------------------------------------------------------------------
@@ -449,7 +459,7 @@ def test_fsdp2_loss_gradient_and_evaluation_equal_one_process(tmp_path, tokenize
     loss.backward()
     # the loss saw the head unsharded by the root's forward; the evaluation gathered the sharded DTensor itself
     assert two["head"] == ["Parameter", "DTensor", "DTensor"]
-    assert two["loss"] == pytest.approx(float(loss), rel=REL_EXACT)
+    assert two["loss"] == pytest.approx(float(loss), rel=REL)
     for name, p in model.named_parameters():
         torch.testing.assert_close(two["grads"][name], p.grad, rtol=1e-4, atol=1e-4 * float(p.grad.abs().max()))
     metrics = StreamingMetrics(0.3, job["choice_ids"])
@@ -458,4 +468,4 @@ def test_fsdp2_loss_gradient_and_evaluation_equal_one_process(tmp_path, tokenize
             ids = torch.tensor(r["input_ids"])[None]
             masks = (torch.tensor(r["prompt_mask"])[None], torch.tensor(r["completion_mask"])[None])
             metrics.update(model(ids).logits, ids, *masks)
-    assert two["eval"] == pytest.approx(metrics.compute(), rel=REL_EXACT)
+    assert two["eval"] == pytest.approx(metrics.compute(), rel=REL)
