@@ -1,6 +1,7 @@
 """PLWTrainer: a ``transformers.Trainer`` whose loss weights prompt tokens by ``prompt_loss_weight``.
 
-Thin wiring around :mod:`plw.loss` and :mod:`plw.metrics`:
+Thin wiring around :mod:`plw.weight_policy` (which weight each target carries at each step), :mod:`plw.loss`,
+:mod:`plw.chunked_loss` and :mod:`plw.metrics`:
 
 * ``get_batch_samples`` computes the optimizer step's normaliser, the sum of target weights over every
   micro-batch of the step, summed across processes, and hands it to ``compute_loss`` as ``num_items_in_batch``;
