@@ -106,9 +106,10 @@ def skip_shared_memory_op() -> None:
     """
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true":
         return
-    import deepspeed.comm.torch as ds_torch
+    import importlib
 
-    ds_torch.build_shm_op = lambda: None
+    # by module name: the attribute ``deepspeed.comm.torch`` is the torch package, which that module imports
+    importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
 
 
 if __name__ == "__main__":

@@ -184,9 +184,10 @@ def run_config(folder: Path, name: str, lora: bool, **extra) -> Path:
 
 def runs_for(engine: str, folder: Path) -> list[dict]:
     """LoRA and full fine-tuning on every engine; ZeRO-3 also saves the best model and resumes a stopped run."""
+    if engine == "ddp":  # also the run-folder checks: written once, best adapter kept, checkpoints removed at the end
+        config = run_config(folder, "lora", lora=True, save_best=True, checkpoints=True)
+        return [{"name": "lora", "args": ["train", str(config), "--overwrite"]}]
     runs = [{"name": "lora", "args": ["train", str(run_config(folder, "lora", lora=True)), "--overwrite"]}]
-    if engine == "ddp":
-        return runs
     if engine != "deepspeed_zero3":
         return [*runs, {"name": "full", "args": ["train", str(run_config(folder, "full", lora=False)), "--overwrite"]}]
     full = {"checkpoints": True, "save_best": True}
@@ -233,6 +234,7 @@ def one_process(setup):
 
 
 _LAUNCHED: dict[str, tuple[str, Path, list[str]]] = {}
+_OUTPUT: dict[str, str] = {}
 
 
 def engine_job(engine: str, setup: Path) -> tuple[str, Path, list[str]]:
@@ -247,7 +249,7 @@ def engine_job(engine: str, setup: Path) -> tuple[str, Path, list[str]]:
         (job_dir / name).symlink_to(setup / name)
     runs = runs_for(engine, job_dir)
     (job_dir / "job.json").write_text(json.dumps({"runs": runs}))
-    launch(engine, job_dir)
+    _OUTPUT[engine] = launch(engine, job_dir)
     _LAUNCHED[engine] = (engine, job_dir, [r["name"] for r in runs])
     return _LAUNCHED[engine]
 
@@ -338,6 +340,26 @@ def test_losses_and_evaluations_equal_one_process(engine_run, one_process):
             assert eval_values(a) == pytest.approx(eval_values(b), rel=REL), (engine, name, a["step"])
         # the runs do train: a loss that did not move would make the comparison after updates empty
         assert abs(two[-1]["eval_weighted_loss"] - two[0]["eval_weighted_loss"]) > 10 * REL
+
+
+@pytest.fixture(scope="module")
+def ddp(setup):
+    return engine_job("ddp", setup)
+
+
+def test_ddp_run_folder_is_written_once(ddp):
+    """The unchanged CLI on 2 processes: one run folder written once, every evaluation over each row exactly once
+    (5 rows in batches of 2: the last batch of process 1 holds only repeats), the best adapter kept."""
+    _, job_dir, _ = ddp
+    out = _OUTPUT["ddp"]
+    assert out.count("[plw] train data:") == 1 and out.count("[plw] done:") == 1, out[-3000:]
+    run = job_dir / "runs" / "lora"
+    lines = metrics_lines(job_dir, "lora")
+    assert all(x["eval_rows"] == 5 and x["eval_answer_rows"] == 5 for x in lines)
+    for name in ("config.yaml", "data_report.json", "summary.json", "best/adapter_config.json"):
+        assert (run / name).exists(), name
+    assert (run / "best" / "tokenizer_config.json").exists()
+    assert not (run / "checkpoints").exists()
 
 
 def test_zero3_resume_equals_uninterrupted_run(zero3):
