@@ -335,42 +335,7 @@ def test_one_sgd_step_matches_one_process_with_doubled_batch(runs):
     assert _rel_diff(update_two, update_one) < 1e-5
 
 
-def test_plw_train_under_accelerate_launch(tmp_path, tokenizer):
-    """The unchanged CLI on 2 processes: one run folder written once, every eval over each row exactly once."""
-    import yaml
-
-    from tests.conftest import save_tiny_model
-
-    model_dir = tmp_path / "model"
-    save_tiny_model(model_dir, tokenizer)
-    records = [{"prompt": r["prompt"], "completion": r["completion"]} for r in make_synthetic_mcqa(13, people=4)]
-    for name, part in (("train", records[:8]), ("valid", records[8:])):
-        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
-    config = {
-        "name": "dist",
-        "output_dir": str(tmp_path / "runs"),
-        "model": str(model_dir),
-        "train_data": str(tmp_path / "train.jsonl"),
-        "eval_data": str(tmp_path / "valid.jsonl"),  # 5 rows: the last eval batch of rank 1 is padded
-        "answer_choices": ["A", "B", "C", "D"],
-        "max_steps": 4,
-        "batch_size": 2,
-        "eval_batch_size": 2,
-        "eval_steps": 2,
-        "save_best": True,
-        "report_to": [],
-        "bf16": False,
-    }
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    out = accelerate_launch(["-m", "plw", "train", str(tmp_path / "config.yaml")], tmp_path)
-    assert out.count("[plw] train data:") == 1 and out.count("[plw] done:") == 1, out[-3000:]
-    run = tmp_path / "runs" / "dist"
-    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [x["step"] for x in lines] == [0, 2, 4]
-    assert all(x["eval_rows"] == 5 and x["eval_answer_rows"] == 5 for x in lines)
-    for name in ("config.yaml", "data_report.json", "summary.json", "best/config.json", "best/tokenizer_config.json"):
-        assert (run / name).exists(), name
-    assert not (run / "checkpoints").exists()
+# `plw train` itself on 2 processes (DDP, ZeRO-2, ZeRO-3; rows per process, the run folder): test_engines.py.
 
 
 ACCELERATE_CONFIGS = sorted((HERE.parent / "configs" / "accelerate").glob("*.yaml"))

@@ -13,11 +13,11 @@ from plw.loss import (
     check_normalization,
     check_plw,
     denominator,
-    make_compute_loss_func,
     plw_loss,
     signed_labels,
     target_weights,
 )
+from plw.weight_policy import make_compute_loss_func
 
 RECORDS = [
     {"prompt": "Tell me about the sea. " * 3, "completion": "It is big and blue."},

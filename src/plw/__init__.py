@@ -9,9 +9,10 @@ from .data.collate import PaddingCollator
 from .data.encode import encode, encode_records
 from .data.errors import RecordError
 from .data.report import LoadReport
-from .loss import make_compute_loss_func, plw_loss, signed_labels, target_weights, weighted_nll_sum
+from .loss import plw_loss, signed_labels, target_weights, weighted_nll_sum
 from .metrics import StreamingMetrics
 from .models import load_model, load_model_and_tokenizer, load_tokenizer
+from .weight_policy import StepWeights, WeightPolicy, make_compute_loss_func
 
 __version__ = "0.1.0"
 
@@ -38,6 +39,8 @@ __all__ = [
     "load_model_and_tokenizer",
     "load_tokenizer",
     "make_compute_loss_func",
+    "StepWeights",
+    "WeightPolicy",
     "plw_loss",
     "signed_labels",
     "target_weights",

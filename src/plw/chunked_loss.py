@@ -100,7 +100,10 @@ class FinalHiddenCapture:
     def __enter__(self) -> FinalHiddenCapture:
         self.hidden = None
         self.head_output = None
-        self._handle = self.head.register_forward_pre_hook(self._hook)
+        # First among the head's pre-hooks: an engine's hooks (ZeRO-3 wraps a module's inputs in functions that
+        # expect the module's own backward to run first) then see only the last position, and the captured states
+        # stay outside them, so the loss's gradient flows back into the model without passing the head's hooks.
+        self._handle = self.head.register_forward_pre_hook(self._hook, prepend=True)
         self._out_handle = self.head.register_forward_hook(self._record_output)
         return self
 

@@ -130,7 +130,7 @@ def plw_loss(
     return total / denom
 
 
-# ---- for users of the stock transformers.Trainer / TRL ------------------------------------------------------------
+# ---- for users of the stock transformers.Trainer / TRL (the loss function: plw.weight_policy.make_compute_loss_func) ------------------------------------------------------------
 #
 # A stock Trainer hands `compute_loss_func(outputs, labels, num_items_in_batch)` only the labels, so the prompt and
 # completion masks travel inside them: completion targets keep their id, prompt targets are stored as
@@ -138,32 +138,8 @@ def plw_loss(
 
 
 def signed_labels(input_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
-    """Labels for :func:`make_compute_loss_func`: completion ids as is, prompt ids as ``-id-101``, others -100."""
+    """Labels for :func:`plw.weight_policy.make_compute_loss_func`: completion ids as is, prompt ids as
+    ``-id-101``, others -100."""
     labels = torch.full_like(input_ids, IGNORE_INDEX)
     labels = torch.where(completion_mask.bool(), input_ids, labels)
     return torch.where(prompt_mask.bool(), -input_ids - 101, labels)
-
-
-def make_compute_loss_func(prompt_loss_weight: float):
-    """A ``compute_loss_func`` for ``transformers.Trainer`` (or TRL) that applies the prompt-loss-weight.
-
-    The collator must put :func:`signed_labels` in ``labels``. Within a micro-batch the loss is the exact weighted
-    mean. Across micro-batches of one step the stock Trainer only knows the count of labels, so micro-batches are
-    combined in proportion to their target counts: exact with one micro-batch per step, an approximation with
-    gradient accumulation. ``PLWTrainer`` normalises by the step's sum of weights instead and is exact everywhere.
-    """
-    plw = check_plw(prompt_loss_weight)
-
-    def compute_loss_func(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
-        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
-        completion_mask = labels >= 0
-        prompt_mask = labels < IGNORE_INDEX
-        input_ids = torch.where(prompt_mask, -labels - 101, labels.clamp(min=0))
-        total, weight = weighted_nll_sum(logits, input_ids, prompt_mask, completion_mask, plw)
-        mean = total / weight.clamp(min=1e-12)
-        if num_items_in_batch is None:
-            return mean
-        count = (labels[:, 1:] != IGNORE_INDEX).sum().to(mean.device)
-        return mean * count / torch.as_tensor(num_items_in_batch, device=mean.device, dtype=mean.dtype)
-
-    return compute_loss_func

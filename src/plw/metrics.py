@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from .data.messages import ROLES
-from .loss import check_normalization, prompt_weights, target_weights
+from .loss import check_normalization
+from .weight_policy import StepWeights
 
 _SUMS = (
     "prompt_nll",
@@ -71,19 +72,22 @@ class StreamingMetrics:
             extra memory of a batch to ``chunk_tokens x V`` floats.
         completion_weight: weight of completion tokens in ``weighted_loss``.
         normalization: ``"weight"`` or ``"tokens"``, the denominator of ``weighted_loss`` (see the module doc).
+        weights: the :class:`~plw.weight_policy.StepWeights` to evaluate with, instead of the three above.
     """
 
     def __init__(
         self,
-        plw: float,
+        plw: float = 1.0,
         choice_token_ids: Sequence[int] | None = None,
         chunk_tokens: int = 2048,
         completion_weight: float = 1.0,
         normalization: str = "weight",
+        weights: StepWeights | None = None,
     ):
-        self.plw = float(plw)
-        self.completion_weight = float(completion_weight)
-        self.normalization = check_normalization(normalization)
+        if weights is None:
+            weights = StepWeights(float(plw), float(completion_weight), check_normalization(normalization))
+        self.weights = weights
+        self.plw, self.completion_weight, self.normalization = weights.plw, weights.completion, weights.normalization
         self.choice_token_ids = list(choice_token_ids) if choice_token_ids else None
         self.chunk_tokens = chunk_tokens
         self.sums: dict[str, torch.Tensor] | None = None
@@ -175,14 +179,7 @@ class StreamingMetrics:
         c_mask = completion_mask[:, 1:].bool() & starts
         if role_weight is not None:
             role_weight = role_weight.to(device)
-        weights = target_weights(
-            prompt_mask,
-            completion_mask,
-            prompt_weights(self.plw, role_weight),
-            position_ids,
-            completion_weight=self.completion_weight,
-            data_weight=data_weight,
-        )
+        weights = self.weights.target_weights(prompt_mask, completion_mask, position_ids, role_weight, data_weight)
         # Only the positions that are targets of some kind are turned into log-probabilities, in chunks.
         b_idx, t_idx = torch.nonzero(p_mask | c_mask, as_tuple=True)
         targets = input_ids[:, 1:][b_idx, t_idx]
@@ -236,12 +233,16 @@ class StreamingMetrics:
             ids = row_ids.to(device)[:, 1:][b_idx, t_idx][at_answer]
             self._outcomes.append(row_outcomes(ids, exact, answer_ok, choice_index).cpu())
 
-    def reduce(self, reduce_fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        """Sum the totals across processes, e.g. ``metrics.reduce(lambda t: accelerator.reduce(t, "sum"))``."""
-        if self.sums is not None:
-            stacked = reduce_fn(torch.stack([self.sums[k] for k in _SUMS]))
-            self.sums = dict(zip(_SUMS, stacked.unbind(0), strict=True))
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and self._outcomes:
+    def reduce(self, reduce_fn: Callable[[torch.Tensor], torch.Tensor], device: torch.device | str = "cpu") -> None:
+        """Sum the totals across processes, e.g. ``metrics.reduce(lambda t: accelerator.reduce(t, "sum"))``.
+
+        Every process makes the same collective calls whatever it saw: a process without batches reduces zeros
+        (kept on ``device``), and the per-row outcomes are gathered whenever a process group is up.
+        """
+        self._init(device)
+        stacked = reduce_fn(torch.stack([self.sums[k] for k in _SUMS]))
+        self.sums = dict(zip(_SUMS, stacked.unbind(0), strict=True))
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
             gathered: list = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(gathered, self._outcomes)
             self._outcomes = [t for part in gathered for t in part]

@@ -279,6 +279,9 @@ def train_run(config: RunConfig, progress: bool = True, resume: bool = False, ov
 
     model = load_model(config.model, attn_implementation=config.attn_implementation)
     if config.lora:
+        from transformers import set_seed
+
+        set_seed(config.seed)  # the adapter's random init: the same on every process and in every run of a config
         model = apply_lora(model, config.lora)
     args = training_arguments(config, run_dir)
     args.disable_tqdm = not progress

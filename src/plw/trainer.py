@@ -1,6 +1,7 @@
 """PLWTrainer: a ``transformers.Trainer`` whose loss weights prompt tokens by ``prompt_loss_weight``.
 
-Thin wiring around :mod:`plw.loss` and :mod:`plw.metrics`:
+Thin wiring around :mod:`plw.weight_policy` (which weight each target carries at each step), :mod:`plw.loss`,
+:mod:`plw.chunked_loss` and :mod:`plw.metrics`:
 
 * ``get_batch_samples`` computes the optimizer step's normaliser, the sum of target weights over every
   micro-batch of the step, summed across processes, and hands it to ``compute_loss`` as ``num_items_in_batch``;
@@ -37,10 +38,12 @@ from .config import NONFINITE_POLICIES
 from .data.collate import PaddingCollator
 from .data.packing import PackedCollator, PackedDataset, PackingStats, check_packing_isolation, pack_datasets
 from .distributed import real_rows_of_last_batch
-from .loss import check_normalization, denominator, prompt_weights, target_weights, weighted_nll_sum
+from .loss import weighted_nll_sum
 from .metrics import StreamingMetrics
-from .schedule import PLWSchedule, parse_plw
-from .subsample import check_sample_rate, subsample_prompt, token_positions, with_row_index
+from .schedule import PLWSchedule
+from .sharded_head import full_head
+from .subsample import with_row_index
+from .weight_policy import StepWeights, WeightPolicy
 
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "position_ids")
 logger = logging.get_logger(__name__)
@@ -142,13 +145,15 @@ class PLWTrainer(Trainer):
         prompt_sample_rate: float = 1.0,
         **kwargs: Any,
     ):
-        self.plw_schedule = parse_plw(prompt_loss_weight)  # a ScheduleError (ValueError) names what is wrong
-        self.prompt_loss_weight = self.plw_schedule.start  # every schedule starts at its start value
-        self.completion_schedule = parse_plw(completion_loss_weight, "completion_loss_weight")
-        self.completion_loss_weight = self.completion_schedule.start
-        self.loss_normalization = check_normalization(loss_normalization)
-        self.prompt_sample_rate = check_sample_rate(prompt_sample_rate)
-        if self.prompt_sample_rate < 1 and train_dataset is not None and not isinstance(train_dataset, PackedDataset):
+        self.weight_policy = WeightPolicy(
+            prompt_loss_weight, completion_loss_weight, loss_normalization, prompt_sample_rate
+        )
+        self.step_weights = self.weight_policy.start  # the weights of the current step (logged, evaluated)
+        if (
+            self.weight_policy.sample_rate < 1
+            and train_dataset is not None
+            and not isinstance(train_dataset, PackedDataset)
+        ):
             train_dataset = with_row_index(train_dataset)
         if nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"nonfinite must be one of {', '.join(NONFINITE_POLICIES)}, got {nonfinite!r}")
@@ -214,79 +219,51 @@ class PLWTrainer(Trainer):
 
     # ---- training ------------------------------------------------------------------------------------------------
 
-    def prompt_weights(self, inputs: dict[str, torch.Tensor]) -> float | torch.Tensor:
-        """The weight of each prompt token of a batch: the current PLW, times ``role_weight`` when the rows have it."""
-        return prompt_weights(self.prompt_loss_weight, inputs.get("role_weight"))
+    # The weight rules live in plw.weight_policy; these read them for the Trainer's state.
+    prompt_loss_weight = property(lambda self: self.step_weights.plw, doc="The PLW of the current step.")
+    completion_loss_weight = property(lambda self: self.step_weights.completion, doc="Its completion weight.")
+    loss_normalization = property(lambda self: self.weight_policy.normalization)
+    prompt_sample_rate = property(lambda self: self.weight_policy.sample_rate)
 
-    def plw_at(self, step: int, epoch: float, schedule: PLWSchedule | None = None) -> float:
-        """The schedule's PLW (or ``schedule``'s value) at optimizer step ``step`` (0-based) starting at fractional
-        epoch ``epoch``."""
-        schedule = self.plw_schedule if schedule is None else schedule
-        if schedule.is_constant:
-            return schedule.start
+    def weights_at(self, step: int, epoch: float) -> StepWeights:
+        """The policy's weights of optimizer step ``step`` (0-based) starting at fractional epoch ``epoch``."""
         # With max_steps set, the Trainer's epoch count (rounded up) stands in for the length of training in epochs.
         epochs = self.args.num_train_epochs if self.args.max_steps <= 0 else self.state.num_train_epochs
-        return schedule.value(step, epoch, total_steps=self.state.max_steps, total_epochs=float(epochs))
+        return self.weight_policy.at(step, epoch, total_steps=self.state.max_steps, total_epochs=float(epochs))
 
-    def current_completion_weight(self) -> float:
-        """The completion weight of the objective at this point of training (as :meth:`current_plw`)."""
+    def current_weights(self) -> StepWeights:
+        """The weights of the objective at this point of training: those of the next optimizer step (what
+        evaluations report and ``metrics.jsonl`` records); the last ones used outside training."""
         if not self.state.max_steps:
-            return self.completion_loss_weight
-        return self.plw_at(self.state.global_step, float(self.state.epoch or 0.0), self.completion_schedule)
+            return self.step_weights
+        return self.weights_at(self.state.global_step, float(self.state.epoch or 0.0))
 
     def current_plw(self) -> float:
-        """The PLW of the objective at this point of training: the schedule's value for the next optimizer step
-        (what evaluations report and ``metrics.jsonl`` records); the last value used outside training."""
-        if not self.state.max_steps:
-            return self.prompt_loss_weight
-        return self.plw_at(self.state.global_step, float(self.state.epoch or 0.0))
+        """The PLW of :meth:`current_weights`."""
+        return self.current_weights().plw
+
+    def prompt_weights(self, inputs: dict[str, torch.Tensor]) -> float | torch.Tensor:
+        """The weight of each prompt token of a batch: the current PLW, times ``role_weight`` when the rows have it."""
+        return self.step_weights.prompt_weights(inputs.get("role_weight"))
 
     def batch_weights(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The exact target weights ``[B, N-1]`` of a batch at the current prompt and completion weights."""
-        return target_weights(
-            inputs["prompt_mask"],
-            inputs["completion_mask"],
-            self.prompt_weights(inputs),
-            inputs.get("position_ids"),
-            completion_weight=self.completion_loss_weight,
-            data_weight=inputs.get("data_weight"),
-        )
+        """The exact target weights ``[B, N-1]`` of a batch at the current step's weights."""
+        return self.step_weights.batch_weights(inputs)
 
     def step_weight(self, batches: Sequence[dict[str, torch.Tensor]]) -> torch.Tensor:
-        """This process's part of the step normaliser ``D`` over ``batches``: the sum of the exact target weights,
-        or (``loss_normalization="tokens"``) the count of targets with weight > 0."""
-        total = torch.zeros((), dtype=torch.float64)
-        for b in batches:
-            total += denominator(self.batch_weights(b), self.loss_normalization).double().cpu()
-        return total
+        """This process's part of the step normaliser ``D`` over ``batches``."""
+        return self.step_weights.step_denominator(batches)
 
     def training_weights(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The weights the training loss uses: exact, or with the prompt subsampled (``prompt_sample_rate < 1``)
-        by a draw keyed on (seed, optimizer step, ``row_index``, position in the row)."""
-        weights = self.batch_weights(inputs)
-        if self.prompt_sample_rate >= 1:
-            return weights
-        if "row_index" not in inputs:
-            raise ValueError(
-                "prompt_sample_rate < 1 needs a row_index column in the training rows (plw.subsample.with_row_index, "
-                "applied before packing)"
-            )
-        positions = token_positions(inputs["input_ids"], inputs.get("position_ids"))
-        return subsample_prompt(
-            weights,
-            inputs["prompt_mask"],
-            inputs["row_index"],
-            positions,
-            self.prompt_sample_rate,
-            self.args.seed,
-            self.state.global_step,
-        )
+        """The weights the training loss uses (exact, or with the prompt subsampled; see the weight policy)."""
+        return self.weight_policy.training_weights(self.step_weights, inputs, self.args.seed, self.state.global_step)
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         """Log the current PLW as ``plw`` next to the training loss (console, TensorBoard, W&B, ...)."""
         if "loss" in logs:
             logs = {**logs, "plw": self.prompt_loss_weight}
-            if not (self.completion_schedule.is_constant and self.completion_schedule.start == 1.0):
+            completion = self.weight_policy.completion
+            if not (completion.is_constant and completion.start == 1.0):
                 logs["completion_loss_weight"] = self.completion_loss_weight
         super().log(logs, *args, **kwargs)
 
@@ -300,11 +277,8 @@ class PLWTrainer(Trainer):
                 break
         if not batch_samples:
             return batch_samples, None
-        # The PLW of this optimizer step: set before the normaliser and the loss of its micro-batches use it.
-        self.prompt_loss_weight = self.plw_at(self.state.global_step, float(self.state.epoch or 0.0))
-        self.completion_loss_weight = self.plw_at(
-            self.state.global_step, float(self.state.epoch or 0.0), self.completion_schedule
-        )
+        # The weights of this optimizer step: set before the normaliser and the loss of its micro-batches use them.
+        self.step_weights = self.weights_at(self.state.global_step, float(self.state.epoch or 0.0))
         total = self.step_weight(batch_samples).to(device)
         if self.args.world_size > 1:
             total = self.accelerator.reduce(total, reduction="sum")
@@ -353,19 +327,20 @@ class PLWTrainer(Trainer):
         weights = self.training_weights(inputs) if model.training else self.batch_weights(inputs)
         if self.loss_impl == "chunked":
             outputs, hidden, head = self._forward_hidden(model, inputs)
-            total, _ = chunked_weighted_nll_sum(
-                hidden,
-                head,
-                *masks,
-                inputs.get("position_ids"),
-                chunk_tokens=self.loss_chunk_tokens,
-                weights=weights,
-            )
+            with full_head(head) as full:  # ZeRO-3 / FSDP2: the head's weight gathered once per micro-batch
+                total, _ = chunked_weighted_nll_sum(
+                    hidden,
+                    full,
+                    *masks,
+                    inputs.get("position_ids"),
+                    chunk_tokens=self.loss_chunk_tokens,
+                    weights=weights,
+                )
         else:
             outputs = self._forward(model, inputs)
             total, _ = weighted_nll_sum(outputs.logits, *masks, inputs.get("position_ids"), weights=weights)
         if num_items_in_batch is None:
-            denom = denominator(self.batch_weights(inputs), self.loss_normalization).to(total.device)
+            denom = self.step_weights.denominator(self.batch_weights(inputs)).to(total.device)
             scale = 1
         else:
             # Data-parallel backends average gradients over processes; the normaliser already covers all of
@@ -451,12 +426,7 @@ class PLWTrainer(Trainer):
         model = self._eval_model()
         model.eval()
         self.callback_handler.eval_dataloader = dataloader
-        metrics = StreamingMetrics(
-            self.current_plw(),
-            self.choice_token_ids,
-            completion_weight=self.current_completion_weight(),
-            normalization=self.loss_normalization,
-        )
+        metrics = StreamingMetrics(choice_token_ids=self.choice_token_ids, weights=self.current_weights())
         for inputs in dataloader:
             inputs = self._drop_repeated_rows(self._prepare_inputs(inputs))
             batch = (inputs["input_ids"], inputs["prompt_mask"], inputs["completion_mask"], inputs.get("position_ids"))
@@ -466,7 +436,8 @@ class PLWTrainer(Trainer):
                 if self.loss_impl == "chunked":
                     # Projected chunk by chunk under the same autocast as the forward, as the plain logits are.
                     outputs, hidden, head = self._forward_hidden(model, inputs)
-                    metrics.update_from_hidden(hidden, head, *batch, **roles)
+                    with full_head(head) as full:  # gathered once per batch on every process, not per chunk
+                        metrics.update_from_hidden(hidden, full, *batch, **roles)
                     del hidden
                 else:
                     outputs = self._forward(model, inputs)
@@ -474,7 +445,7 @@ class PLWTrainer(Trainer):
                 metrics.update(outputs.logits, *batch, **roles)
             del outputs
             self.control = self.callback_handler.on_prediction_step(self.args, self.state, self.control)
-        metrics.reduce(lambda t: self.accelerator.reduce(t, reduction="sum"))
+        metrics.reduce(lambda t: self.accelerator.reduce(t, reduction="sum"), device=self.args.device)
         values = metrics.compute()
         self.last_row_outcomes = metrics.row_outcomes
         out = {f"{metric_key_prefix}_{k}": v for k, v in values.items()}
