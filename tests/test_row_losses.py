@@ -83,3 +83,19 @@ def test_runs_without_row_losses_get_no_loss_test(tmp_path):
             del line["completion_loss"]
     assert losses_against_largest(runs) == []
     assert "Completion loss per row" not in render_report(runs, {})
+
+
+def test_spectrum_finding_uses_the_row_level_loss_test(tmp_path):
+    from plw.spectrum import compare, load_dataset
+
+    sweep = tmp_path / "explanation"
+    for seed in (1, 2):
+        write_run(sweep / f"plw=1/seed={seed}", 1.0, seed, [2.0] * 8)
+        write_run(sweep / f"plw=0/seed={seed}", 0.0, seed, [1.5 if seed == 1 else 1.25] * 8)
+    for state in sweep.glob("plw=*/seed=*"):
+        (state / "state.json").write_text(json.dumps({"status": "finished"}))
+    [c] = compare(load_dataset(sweep))
+    assert c.paired_loss is not None and c.paired_loss.rows == 8
+    assert c.paired_loss.p_value == pytest.approx(2 / 256, abs=0.002)
+    assert c.finding.startswith("PLW 0 had lower completion loss than PLW 1 (PLW 0 1.3750")
+    assert "rows lower for PLW 0: 8" in c.finding and "in 2 of 2 seeds" not in c.finding
