@@ -129,3 +129,39 @@ def test_evaluation_writes_generated_answers_and_row_losses(tokenizer, tmp_path,
     assert metrics["eval_generated_accuracy"] == pytest.approx(0.2)
     assert metrics["eval_generated_rows"] == 5
     assert line["exact"] == [int(x) for x in line["exact"]]  # the teacher-forced outcomes stay next to them
+
+
+def test_a_run_with_generated_accuracy_writes_it_per_row(tokenizer, tmp_path):
+    """`eval_generated_accuracy: true` in a run's config: the metric in metrics.jsonl, the rows in predictions.jsonl,
+    and the report's accuracy for these text answers is the generated one."""
+    from plw.analysis import accuracy_key
+    from plw.config import from_dict
+    from plw.runner import train_run
+    from tests.conftest import save_tiny_model
+
+    model_dir = save_tiny_model(tmp_path / "model", tokenizer, seed=4)
+    data = {"source": "synthetic", "rows": 4, "people": 4, "fillers": 0, "answer": "text"}
+    config = {
+        "name": "gen",
+        "output_dir": str(tmp_path / "runs"),
+        "model": str(model_dir),
+        "train_data": dict(data, seed=1),
+        "eval_data": dict(data, seed=2),
+        "max_steps": 1,
+        "batch_size": 2,
+        "eval_steps": 1,
+        "report_to": [],
+        "bf16": False,
+        "checkpoints": False,
+        "eval_generated_accuracy": True,
+        "eval_max_new_tokens": 3,
+    }
+    run = load_run(train_run(from_dict(config), progress=False))
+    assert [line["step"] for line in run.lines] == [0, 1]
+    assert accuracy_key(run.lines) == "eval_generated_accuracy"
+    for line in run.lines:
+        row = run.predictions[line["step"]]
+        assert row["id"] == [0, 1, 2, 3] and len(row["generated"]) == 4 and len(row["completion_loss"]) == 4
+        assert line["eval_generated_rows"] == 4
+        assert line["eval_generated_accuracy"] == sum(row["generated_correct"]) / 4
+        assert all(len(tokenizer(text, add_special_tokens=False)["input_ids"]) <= 4 for text in row["generated"])
