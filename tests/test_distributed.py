@@ -360,6 +360,8 @@ def test_plw_train_under_accelerate_launch(tmp_path, tokenizer):
         "save_best": True,
         "report_to": [],
         "bf16": False,
+        "eval_generated_accuracy": True,  # 5 rows: rank shares of 3 and 2, padded to 3; one gather per evaluation
+        "eval_max_new_tokens": 2,
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     out = accelerate_launch(["-m", "plw", "train", str(tmp_path / "config.yaml")], tmp_path)
@@ -367,7 +369,9 @@ def test_plw_train_under_accelerate_launch(tmp_path, tokenizer):
     run = tmp_path / "runs" / "dist"
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [0, 2, 4]
-    assert all(x["eval_rows"] == 5 and x["eval_answer_rows"] == 5 for x in lines)
+    assert all(x["eval_rows"] == 5 and x["eval_answer_rows"] == 5 and x["eval_generated_rows"] == 5 for x in lines)
+    for p in (json.loads(x) for x in (run / "predictions.jsonl").read_text().splitlines()):
+        assert p["id"] == [0, 1, 2, 3, 4] and len(p["generated"]) == 5 and len(p["completion_loss"]) == 5
     for name in ("config.yaml", "data_report.json", "summary.json", "best/config.json", "best/tokenizer_config.json"):
         assert (run / name).exists(), name
     assert not (run / "checkpoints").exists()
