@@ -173,6 +173,9 @@ def run_config(folder: Path, name: str, lora: bool, **extra) -> Path:
         "report_to": [],
         "bf16": False,
         "checkpoints": False,
+        # greedy answers too: under ZeRO-3 every decoding step gathers parameters on both processes
+        "eval_generated_accuracy": True,
+        "eval_max_new_tokens": 2,
         **extra,
     }
     if lora:
@@ -355,7 +358,9 @@ def test_ddp_run_folder_is_written_once(ddp):
     assert out.count("[plw] train data:") == 1 and out.count("[plw] done:") == 1, out[-3000:]
     run = job_dir / "runs" / "lora"
     lines = metrics_lines(job_dir, "lora")
-    assert all(x["eval_rows"] == 5 and x["eval_answer_rows"] == 5 for x in lines)
+    assert all(x["eval_rows"] == 5 and x["eval_answer_rows"] == 5 and x["eval_generated_rows"] == 5 for x in lines)
+    for p in (json.loads(x) for x in (run / "predictions.jsonl").read_text().splitlines()):
+        assert p["id"] == [0, 1, 2, 3, 4] and len(p["generated"]) == 5 and len(p["completion_loss"]) == 5
     for name in ("config.yaml", "data_report.json", "summary.json", "best/adapter_config.json"):
         assert (run / name).exists(), name
     assert (run / "best" / "tokenizer_config.json").exists()

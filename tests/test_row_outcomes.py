@@ -83,8 +83,12 @@ def test_exact_match_and_row_outcomes(tokenizer, layout):
         collate = PackedCollator(one_row_per_bin=layout == "packed_rows")
         batches = [collate([packed[i] for i in range(len(packed))])]
     metrics = StreamingMetrics(0.0, choice_ids)
+    nll_of_row: dict[int, list[float]] = {}
     for batch in batches:
         logits = forced_logits(batch, tokenizer, len(tokenizer))
+        for b, t in (batch["completion_mask"][:, 1:] == 1).nonzero().tolist():  # brute force, target by target
+            loss = torch.nn.functional.cross_entropy(logits[b, t], batch["input_ids"][b, t + 1])
+            nll_of_row.setdefault(int(batch["row_id"][b, t + 1]), []).append(float(loss))
         metrics.update(
             logits,
             batch["input_ids"],
@@ -94,7 +98,9 @@ def test_exact_match_and_row_outcomes(tokenizer, layout):
             row_ids=batch["row_id"],
         )
     values = metrics.compute()
-    assert metrics.row_outcomes == want
+    got = metrics.row_outcomes
+    assert got["completion_loss"] == pytest.approx([sum(v) / len(v) for _, v in sorted(nll_of_row.items())])
+    assert {k: v for k, v in got.items() if k != "completion_loss"} == want
     assert values["exact_match"] == pytest.approx(sum(want["exact"]) / len(CASES))
     letter_rows = [i for i, (c, _, _) in enumerate(CASES) if c.split()[0] in LETTERS]
     assert values["answer_rows"] == len(letter_rows)
@@ -107,5 +113,5 @@ def test_no_row_ids_keeps_no_outcomes(tokenizer):
     metrics = StreamingMetrics(0.0)
     logits = forced_logits(batch, tokenizer, len(tokenizer))
     metrics.update(logits, batch["input_ids"], batch["prompt_mask"], batch["completion_mask"])
-    assert metrics.row_outcomes == {"id": [], "exact": [], "correct": [], "choice": []}
+    assert metrics.row_outcomes == {"id": [], "exact": [], "correct": [], "choice": [], "completion_loss": []}
     assert metrics.compute()["exact_match"] == pytest.approx(3 / 7)

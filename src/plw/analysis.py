@@ -17,15 +17,31 @@ import yaml
 from .runio import read_jsonl_lines
 from .uncertainty import accuracy_interval, interval_method, row_means, wilson_interval
 
-# The accuracy a comparison uses, in order of preference: the answer token (letters), exact match of the whole
-# completion (answers that are words), then weaker stand-ins.
-ACCURACY_KEYS = ("eval_accuracy", "eval_exact_match", "eval_choice_accuracy", "eval_completion_token_accuracy")
+# The accuracy a comparison uses, in order of preference: the answer token (letters), the generated answer (answers
+# that are words, when generation ran), teacher-forced exact match of the whole completion, then weaker stand-ins.
+ACCURACY_KEYS = (
+    "eval_accuracy",
+    "eval_generated_accuracy",
+    "eval_exact_match",
+    "eval_choice_accuracy",
+    "eval_completion_token_accuracy",
+)
 # The per-row outcome (predictions.jsonl) behind an accuracy, and the count of rows it is a share of.
-OUTCOME_FIELDS = {"eval_accuracy": "correct", "eval_exact_match": "exact"}
+OUTCOME_FIELDS = {
+    "eval_accuracy": "correct",
+    "eval_exact_match": "exact",
+    "eval_generated_accuracy": "generated_correct",
+}
 ROW_COUNTS = {
     "eval_accuracy": "eval_answer_rows",
     "eval_choice_accuracy": "eval_answer_rows",
     "eval_exact_match": "eval_rows",
+    "eval_generated_accuracy": "eval_generated_rows",
+}
+# How reports name a metric where its key alone would mislead (exact match is scored under teacher forcing).
+METRIC_NAMES = {
+    "eval_exact_match": "exact match (teacher-forced)",
+    "eval_generated_accuracy": "generated-answer accuracy",
 }
 WITHIN = 0.01  # "epochs to come within 1 point of the best accuracy"
 # The pre-declared checkpoint rules a sweep report compares, and the optimistic one it shows for reference.
@@ -79,9 +95,23 @@ class Run:
         """Row id -> 1 (right) / 0 (wrong) for ``acc_key`` at ``step``; None when not recorded."""
         field_name = OUTCOME_FIELDS.get(acc_key or "")
         line = self.predictions.get(int(step))
-        if field_name is None or line is None:
+        if field_name is None or line is None or field_name not in line:
             return None
-        return {i: int(v) for i, v in zip(line["id"], line[field_name], strict=True) if v >= 0}
+        return {i: int(v) for i, v in zip(line["id"], line[field_name], strict=True) if v is not None and v >= 0}
+
+    def row_losses(self, step: int) -> dict[int, float] | None:
+        """Row id -> completion loss (mean NLL over the row's completion tokens) at ``step``; None when not
+        recorded."""
+        line = self.predictions.get(int(step))
+        if line is None or "completion_loss" not in line:
+            return None
+        return {i: float(v) for i, v in zip(line["id"], line["completion_loss"], strict=True) if v is not None}
+
+
+def metric_name(key: str) -> str:
+    """A metric's name in reports: ``eval_exact_match`` -> ``exact match (teacher-forced)``, else the key without
+    ``eval_``."""
+    return METRIC_NAMES.get(key, key.removeprefix("eval_"))
 
 
 def format_plw(value: Any) -> str:

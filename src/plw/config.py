@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from .answers import ANSWER_RULES
 from .chunked_loss import LOSS_IMPLS
 from .data.encode import TEMPLATES, TRUNCATION_POLICIES
 from .data.packing import PACKING_ATTENTION
@@ -111,6 +112,11 @@ class RunConfig:
         "chunked", "chunked: loss from hidden states, no B x N x V logits (default) | plain: full logits"
     )
     loss_chunk_tokens: int = _f(512, "chunked loss: targets projected to the vocabulary at a time (larger on GPUs)")
+    eval_generated_accuracy: bool = _f(
+        False, "each evaluation also generates greedy answers from the validation prompts (eval_generated_accuracy)"
+    )
+    eval_max_new_tokens: int = _f(32, "generated accuracy: at most this many new tokens per answer")
+    eval_answer_rule: str = _f("auto", "generated accuracy: auto | whole | answer_line | gsm8k | choice (plw.answers)")
     metric_for_best_model: str = _f("eval_completion_loss", "metric that picks the best checkpoint")
     save_best: bool = _f(False, "keep the best checkpoint (adapter for LoRA) in the run folder")
     early_stopping_patience: int | None = _f(
@@ -156,6 +162,9 @@ class RunConfig:
             )
         if self.bf16 not in (True, False, "auto"):
             raise ConfigError(f"bf16: expected true, false or auto, got {self.bf16!r}")
+        _choice("eval_answer_rule", self.eval_answer_rule, ANSWER_RULES)
+        if self.eval_max_new_tokens < 1:
+            raise ConfigError(f"eval_max_new_tokens: must be >= 1, got {self.eval_max_new_tokens}")
         for key in ("max_length", "batch_size", "eval_batch_size", "gradient_accumulation_steps", "loss_chunk_tokens"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")

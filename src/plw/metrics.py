@@ -23,8 +23,8 @@ Metrics (names without the ``eval_`` prefix the Trainer adds):
   the mean NLL over the targets of each role's turns (the completion counts as ``assistant``), and
   ``{role}_tokens``. With ``role_weight``, ``weighted_loss`` uses ``plw * role_weight`` on prompt tokens.
 
-With ``row_ids`` (a per-token column naming each token's row), the outcome of every row is also kept — a few
-bytes a row, see :attr:`StreamingMetrics.row_outcomes` — so that two runs can be compared paired on the same rows.
+With ``row_ids`` (a per-token column naming each token's row), the outcome of every row is also kept (with its
+completion loss) — a few bytes a row, see :attr:`StreamingMetrics.row_outcomes` — so that two runs can be compared paired on the same rows.
 """
 
 from __future__ import annotations
@@ -92,6 +92,7 @@ class StreamingMetrics:
         self.chunk_tokens = chunk_tokens
         self.sums: dict[str, torch.Tensor] | None = None
         self._outcomes: list[torch.Tensor] = []
+        self._losses: list[torch.Tensor] = []  # per row, aligned with _outcomes: mean NLL of its completion targets
 
     def _init(self, device: torch.device) -> None:
         if self.sums is None:
@@ -232,6 +233,7 @@ class StreamingMetrics:
         if row_ids is not None:
             ids = row_ids.to(device)[:, 1:][b_idx, t_idx][at_answer]
             self._outcomes.append(row_outcomes(ids, exact, answer_ok, choice_index).cpu())
+            self._losses.append(row_completion_loss(at_answer, is_c, nll).cpu())
 
     def reduce(self, reduce_fn: Callable[[torch.Tensor], torch.Tensor], device: torch.device | str = "cpu") -> None:
         """Sum the totals across processes, e.g. ``metrics.reduce(lambda t: accelerator.reduce(t, "sum"))``.
@@ -244,19 +246,25 @@ class StreamingMetrics:
         self.sums = dict(zip(_SUMS, stacked.unbind(0), strict=True))
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             gathered: list = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(gathered, self._outcomes)
-            self._outcomes = [t for part in gathered for t in part]
+            torch.distributed.all_gather_object(gathered, (self._outcomes, self._losses))
+            self._outcomes = [t for part in gathered for t in part[0]]
+            self._losses = [t for part in gathered for t in part[1]]
 
     @property
-    def row_outcomes(self) -> dict[str, list[int]]:
+    def row_outcomes(self) -> dict[str, list]:
         """Per row seen with ``row_ids``, sorted by row id: ``id``; ``exact`` (1 when every completion target was the
         arg-max); ``correct`` (1 when the answer token was; -1 without answer choices); ``choice`` (the index of
-        the predicted choice, -1 when the arg-max is none of them or there are no choices)."""
+        the predicted choice, -1 when the arg-max is none of them or there are no choices); ``completion_loss`` (the
+        mean NLL over the row's completion targets, a float)."""
         if not self._outcomes:
-            return {"id": [], "exact": [], "correct": [], "choice": []}
+            return {"id": [], "exact": [], "correct": [], "choice": [], "completion_loss": []}
         table = torch.cat(self._outcomes)
-        table = table[table[:, 0].argsort()]
-        return dict(zip(("id", "exact", "correct", "choice"), (c.tolist() for c in table.unbind(1)), strict=True))
+        order = table[:, 0].argsort()
+        out = dict(
+            zip(("id", "exact", "correct", "choice"), (c.tolist() for c in table[order].unbind(1)), strict=True)
+        )
+        out["completion_loss"] = torch.cat(self._losses)[order].tolist()
+        return out
 
     def compute(self) -> dict[str, float]:
         """Divide the sums; a metric whose count is zero is left out rather than reported as 0 or NaN."""
@@ -300,6 +308,18 @@ def exact_rows(at_answer: torch.Tensor, is_completion: torch.Tensor, correct: to
     wrong = torch.zeros(int(at_answer.sum()), dtype=torch.long, device=at_answer.device)
     wrong.scatter_add_(0, row_of[is_completion], (~correct[is_completion]).long())
     return wrong == 0
+
+
+def row_completion_loss(at_answer: torch.Tensor, is_completion: torch.Tensor, nll: torch.Tensor) -> torch.Tensor:
+    """Per row (in order of its answer position, as :func:`exact_rows`), the mean NLL of its completion targets,
+    float64; the arguments are aligned over the scored targets in row-major order."""
+    row_of = torch.cumsum(at_answer.long(), 0) - 1
+    rows = int(at_answer.sum())
+    total = torch.zeros(rows, dtype=torch.float64, device=nll.device)
+    count = torch.zeros(rows, dtype=torch.float64, device=nll.device)
+    total.scatter_add_(0, row_of[is_completion], nll[is_completion].double())
+    count.scatter_add_(0, row_of[is_completion], torch.ones_like(total[row_of[is_completion]]))
+    return total / count.clamp(min=1)
 
 
 def row_outcomes(

@@ -13,7 +13,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .analysis import OPTIMISTIC, RULES, Run, group_by_plw, load_run, rows_scored, rule_accuracy, run_row, sort_runs
+from .analysis import (
+    OPTIMISTIC,
+    RULES,
+    Run,
+    group_by_plw,
+    load_run,
+    metric_name,
+    rows_scored,
+    rule_accuracy,
+    run_row,
+    sort_runs,
+)
 from .runio import atomic_write_text
 from .verdicts import untrained_accuracy
 
@@ -99,7 +110,7 @@ def headline(runs: list[Run], acc: str) -> list[str]:
         start = f" (untrained: {_pct(untrained)})" if untrained is not None else ""
         if a:
             out.append(
-                f"- {label}: final {acc.removeprefix('eval_')} {format_accuracy(a, len(group))}; at the "
+                f"- {label}: final {metric_name(acc)} {format_accuracy(a, len(group))}; at the "
                 f"completion-loss minimum {format_accuracy(b, len(group))}{start}."
             )
     for small, large, c in paired_against_largest(runs, acc, "final"):
@@ -118,14 +129,30 @@ def headline(runs: list[Run], acc: str) -> list[str]:
     return out
 
 
+def loss_lines(runs: list[Run]) -> list[str]:
+    """One line per PLW against the largest on the per-row completion loss at the final evaluation (row-level test,
+    :func:`plw.verdicts.losses_against_largest`); none without per-row losses."""
+    from .verdicts import decide_loss, describe_loss, losses_against_largest
+
+    out = []
+    for small, large, c in losses_against_largest(runs, "final"):
+        word = decide_loss(c)
+        if word == "not distinguishable":
+            text = f"{small} and {large} cannot be told apart on completion loss"
+        else:
+            text = f"{small} has {word} completion loss than {large}"
+        out.append(f"- At the end of training {text}: {describe_loss(c, small, large)}.")
+    return out
+
+
 def render_report(runs: list[Run], figures: dict[str, str], command: str | None = None) -> str:
     """The markdown text of a sweep report (figure paths relative to the report)."""
-    from .uncertainty import ROW_INTERVAL, ROW_TEST
+    from .uncertainty import ROW_INTERVAL, ROW_LOSS_TEST, ROW_TEST
     from .verdicts import ALPHA, TARGET_RULE, paired_against_largest, verdicts
 
     rows = [run_row(r) for r in runs]
     acc = next((r["accuracy_metric"] for r in rows if r["accuracy_metric"]), None)
-    acc_name = acc.removeprefix("eval_") if acc else "accuracy"
+    acc_name = metric_name(acc) if acc else "accuracy"
     name = runs[0].path.parent.name if runs else "sweep"
     if runs and runs[0].path.parent.name.startswith("plw="):
         name = runs[0].path.parent.parent.name
@@ -143,8 +170,14 @@ def render_report(runs: list[Run], figures: dict[str, str], command: str | None 
         f"Paired comparisons: {ROW_TEST}.",
         "",
     ]
+    losses = loss_lines(runs)
+    if acc or losses:
+        lines += ["## What this sweep shows", "", *(headline(runs, acc) if acc else []), *losses, ""]
+    if losses:
+        lines += ["## Completion loss per row, paired, at the final evaluation", "", f"Test: {ROW_LOSS_TEST}.", ""]
+        lines += [f"- {line.removeprefix('- At the end of training ')}" for line in losses]
+        lines.append("")
     if acc:
-        lines += ["## What this sweep shows", "", *headline(runs, acc), ""]
         k = max(len(r.lines) for r in runs)
         best = (
             "With one evaluation per run it is the final accuracy."

@@ -253,6 +253,18 @@ def train_run(config: RunConfig, progress: bool = True, resume: bool = False, ov
         eval_rows, eval_info, eval_choices = prepare_rows(config, tokenizer, "eval")
         choices = choices or eval_choices
     answer_choices = config.answer_choices or choices
+    generated = None
+    if config.eval_generated_accuracy and eval_rows is not None:  # prompts taken before packing joins the rows
+        from .generation import GeneratedAccuracy
+
+        generated = GeneratedAccuracy.from_rows(
+            eval_rows,
+            tokenizer,
+            max_new_tokens=config.eval_max_new_tokens,
+            rule=config.eval_answer_rule,
+            choices=[str(c) for c in answer_choices] if answer_choices else None,
+            batch_size=config.eval_batch_size,
+        )
     data_report = {"train": train_info, "eval": eval_info}
     packing_stats = {}
     if config.packing:
@@ -320,6 +332,7 @@ def train_run(config: RunConfig, progress: bool = True, resume: bool = False, ov
         completion_loss_weight=config.completion_loss_weight,
         loss_normalization=config.loss_normalization,
         prompt_sample_rate=config.prompt_sample_rate,
+        generated_accuracy=generated,
         callbacks=[logger.callback],
     )
     if main:

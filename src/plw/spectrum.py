@@ -7,8 +7,9 @@
 * per dataset and constant PLW: the held-out completion loss (mean over seeds, with the seeds' min and max) and,
   where the runs record one, the accuracy (mean over seeds, min–max, and its 95% interval with the evaluation row
   as the unit: :data:`plw.uncertainty.ROW_INTERVAL`);
-* per dataset, every PLW against PLW 1, and the other PLWs against each other: in how many matched seeds the
-  completion loss is lower, and a row-level paired test of the accuracy on the same evaluation rows over matched
+* per dataset, every PLW against PLW 1, and the other PLWs against each other: the completion loss by a row-level
+  paired test on the runs' per-row completion losses (:data:`plw.uncertainty.ROW_LOSS_TEST`; runs without them: in
+  how many matched seeds it is lower), and a row-level paired test of the accuracy on the same evaluation rows over matched
   seeds (:data:`plw.uncertainty.ROW_TEST`, :func:`plw.verdicts.compare_at`), put into plain words no stronger than
   the data; an accuracy at one value in every run (0% everywhere) is called not informative.
 
@@ -32,8 +33,18 @@ from typing import Any
 from .analysis import Run, accuracy_key, checkpoint_lines, format_plw, rule_accuracy
 from .report import find_runs
 from .runio import atomic_write_json, atomic_write_text
-from .uncertainty import ROW_INTERVAL, ROW_TEST, RowComparison
-from .verdicts import ALPHA, compare_at, interval, matched_seeds, pct, per_seed_text, rows_text
+from .uncertainty import ROW_INTERVAL, ROW_LOSS_TEST, ROW_TEST, LossComparison, RowComparison, compare_row_losses
+from .verdicts import (
+    ALPHA,
+    compare_at,
+    decide_loss,
+    describe_loss,
+    interval,
+    matched_seeds,
+    pct,
+    per_seed_text,
+    rows_text,
+)
 
 REFERENCE_PLW = 1.0  # every PLW is compared with PLW 1, the model's own causal-LM loss
 RULE = "final"  # the checkpoint rule of the study (plw.analysis.RULES), declared before looking
@@ -177,6 +188,7 @@ class Comparison:
     accuracy_metric: str | None
     paired: RowComparison | None  # row-level over the matched seeds; None without per-row outcomes
     against: float = REFERENCE_PLW
+    paired_loss: LossComparison | None = None  # row-level on per-row completion losses; None without them
 
     @property
     def lower(self) -> int:
@@ -208,7 +220,21 @@ def compare_pair(dataset: Dataset, plw: float, against: float) -> Comparison | N
         if acc
         else None,
         against=against,
+        paired_loss=row_losses_at_final(pairs),
     )
+
+
+def row_losses_at_final(pairs: list[tuple[Run, Run]]) -> LossComparison | None:
+    """The row-level comparison of the per-row completion losses at each run's final evaluation, over the matched
+    seeds; None when a run has no per-row losses there."""
+    a_by_seed, b_by_seed = [], []
+    for a, b in pairs:
+        la, lb = a.row_losses(final_line(a)["step"]), b.row_losses(final_line(b)["step"])
+        if la is None or lb is None:
+            return None
+        a_by_seed.append(la)
+        b_by_seed.append(lb)
+    return compare_row_losses(a_by_seed, b_by_seed) if a_by_seed else None
 
 
 def compare(dataset: Dataset) -> list[Comparison]:
@@ -228,8 +254,13 @@ def compare_others(dataset: Dataset) -> list[Comparison]:
 
 def loss_finding(c: Comparison) -> str:
     """``PLW 0.1 had lower completion loss than PLW 1 in 2 of 3 seeds (0.2134 vs 0.3512 mean)``, or with one
-    seed ``... than PLW 1 (0.2134 vs 0.3512; one seed)``; counts of seeds, no test (3 seeds cannot reach p < 0.05)."""
+    seed ``... than PLW 1 (0.2134 vs 0.3512; one seed)``; counts of seeds, no test (3 seeds cannot reach p < 0.05).
+    With per-row completion losses, the row-level test instead (:func:`plw.verdicts.decide_loss` words it)."""
     name, ref = f"PLW {format_plw(c.plw)}", f"PLW {format_plw(c.against)}"
+    if c.paired_loss is not None and c.paired_loss.rows:
+        word = decide_loss(c.paired_loss)
+        verb = "could not be told apart from" if word == "not distinguishable" else f"had {word} completion loss than"
+        return f"{name} {verb} {ref} ({describe_loss(c.paired_loss, name, ref)})"
     mean, ref_mean = sum(c.losses) / len(c.losses), sum(c.reference_losses) / len(c.reference_losses)
     n = len(c.losses)
     if c.lower == c.higher == 0:
@@ -287,6 +318,26 @@ def paired_json(p: RowComparison | None) -> dict[str, Any] | None:
     }
 
 
+def loss_json(p: LossComparison | None) -> dict[str, Any] | None:
+    """A row-level completion-loss comparison as findings.json stores it."""
+    if p is None:
+        return None
+    return {
+        "test": ROW_LOSS_TEST,
+        "rows": p.rows,
+        "seeds": p.seeds,
+        "mean": p.mean_a,
+        "interval": list(p.interval_a),
+        "reference_mean": p.mean_b,
+        "reference_interval": list(p.interval_b),
+        "difference": p.difference,
+        "difference_interval": list(p.difference_interval),
+        "rows_lower": p.a_lower,
+        "rows_higher": p.b_lower,
+        "p_value": p.p_value,
+    }
+
+
 def comparison_json(c: Comparison) -> dict[str, Any]:
     return {
         "plw": c.plw,
@@ -297,6 +348,7 @@ def comparison_json(c: Comparison) -> dict[str, Any]:
         "lower_in": c.lower,
         "higher_in": c.higher,
         "paired": paired_json(c.paired),
+        "paired_loss": loss_json(c.paired_loss),
         "finding": c.finding,
     }
 
@@ -455,7 +507,8 @@ def render_spectrum(summary: dict[str, Any], figure: str) -> str:
         "",
         "## Findings, each PLW against PLW 1",
         "",
-        "Completion loss is compared seed by seed (the same seed: the same data order and adapter initialisation); "
+        f"Completion loss is compared by a {ROW_LOSS_TEST} where the runs recorded per-row losses, else seed by seed "
+        "(the same seed: the same data order and adapter initialisation); "
         f"accuracy by an {ROW_TEST}, on the final evaluation's rows; a direction is named only when p < {ALPHA:g}. "
         "An accuracy at one value in every run is called not informative, with no p.",
         "",

@@ -38,6 +38,7 @@ from .config import NONFINITE_POLICIES
 from .data.collate import PaddingCollator
 from .data.packing import PackedCollator, PackedDataset, PackingStats, check_packing_isolation, pack_datasets
 from .distributed import real_rows_of_last_batch
+from .generation import GeneratedAccuracy, merge_row_tables
 from .loss import weighted_nll_sum
 from .metrics import StreamingMetrics
 from .schedule import PLWSchedule
@@ -112,6 +113,8 @@ class PLWTrainer(Trainer):
         prompt_sample_rate: ``q`` in (0, 1]: each training step scores a random share ``q`` of the prompt targets
             with weight ``w / q`` and skips the rest (:mod:`plw.subsample`); evaluation stays exact. Training rows
             get a ``row_index`` column (the key of the draw) unless they carry one or come already packed.
+        generated_accuracy: a :class:`plw.generation.GeneratedAccuracy`: every evaluation also generates greedy
+            answers from the validation prompts and reports ``eval_generated_accuracy`` (off when None).
 
     Rows may carry a per-token ``data_weight`` column (record and message weights, :mod:`plw.data.weights`) that
     multiplies every weight of the row, in training and in ``eval_weighted_loss``.
@@ -143,8 +146,10 @@ class PLWTrainer(Trainer):
         completion_loss_weight: float | str | dict | PLWSchedule = 1.0,
         loss_normalization: str = "weight",
         prompt_sample_rate: float = 1.0,
+        generated_accuracy: GeneratedAccuracy | None = None,
         **kwargs: Any,
     ):
+        self.generated_accuracy = generated_accuracy
         self.weight_policy = WeightPolicy(
             prompt_loss_weight, completion_loss_weight, loss_normalization, prompt_sample_rate
         )
@@ -448,6 +453,12 @@ class PLWTrainer(Trainer):
         metrics.reduce(lambda t: self.accelerator.reduce(t, reduction="sum"), device=self.args.device)
         values = metrics.compute()
         self.last_row_outcomes = metrics.row_outcomes
+        if self.generated_accuracy is not None:  # greedy answers from each row's prompt (plw.generation)
+            with torch.no_grad(), self.compute_loss_context_manager():
+                unwrapped = self.accelerator.unwrap_model(model)
+                acc = self.accelerator
+                values.update(self.generated_accuracy.evaluate(unwrapped, acc.process_index, acc.num_processes))
+            self.last_row_outcomes = merge_row_tables(self.last_row_outcomes, self.generated_accuracy.last)
         out = {f"{metric_key_prefix}_{k}": v for k, v in values.items()}
         if "weighted_loss" in values:
             out[f"{metric_key_prefix}_loss"] = values["weighted_loss"]

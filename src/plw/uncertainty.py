@@ -264,3 +264,55 @@ def compare_rows(a_by_seed: Sequence[dict[int, float]], b_by_seed: Sequence[dict
             (sum(oa[r] for r in rows), sum(ob[r] for r in rows)) for oa, ob in zip(a_by_seed, b_by_seed, strict=True)
         ),
     )
+
+
+ROW_LOSS_TEST = (
+    "paired sign-flip permutation test over evaluation rows on each row's completion loss (mean NLL over its "
+    f"completion tokens, averaged over seeds), two-sided, Monte Carlo ({PERMUTATION_RESAMPLES:,} seeded draws); "
+    f"intervals: 95% percentile bootstrap over rows ({BOOTSTRAP_RESAMPLES:,} resamples, seed {BOOTSTRAP_SEED})"
+)
+
+
+@dataclass(frozen=True)
+class LossComparison:
+    """Two settings (A, B) compared on the per-row completion loss of the same evaluation rows, each row's loss a
+    mean over the ``seeds`` matched seeds; ``a_lower`` / ``b_lower`` count rows."""
+
+    rows: int
+    seeds: int
+    mean_a: float
+    mean_b: float
+    interval_a: tuple[float, float]
+    interval_b: tuple[float, float]
+    difference_interval: tuple[float, float]
+    a_lower: int
+    b_lower: int
+    p_value: float
+
+    @property
+    def difference(self) -> float:
+        return self.mean_a - self.mean_b
+
+
+def compare_row_losses(a_by_seed: Sequence[dict[int, float]], b_by_seed: Sequence[dict[int, float]]) -> LossComparison:
+    """Compare A's and B's per-row losses (one dict row id -> loss per seed, seeds in matched order) on the rows all
+    have: :func:`sign_flip_p` on the rows' mean differences (losses are not multiples of ``1 / seeds``: the Monte
+    Carlo branch), :func:`row_bootstrap` intervals (Wilson applies to shares, not to losses)."""
+    if len(a_by_seed) != len(b_by_seed) or not a_by_seed:
+        raise ValueError("compare_row_losses needs the same number (at least one) of seeds on both sides")
+    a, b = row_means(a_by_seed), row_means(b_by_seed)
+    rows = sorted(set(a) & set(b))
+    diffs = [a[r] - b[r] for r in rows]
+    n = len(rows)
+    return LossComparison(
+        rows=n,
+        seeds=len(a_by_seed),
+        mean_a=sum(a[r] for r in rows) / n if n else 0.0,
+        mean_b=sum(b[r] for r in rows) / n if n else 0.0,
+        interval_a=row_bootstrap([a[r] for r in rows]) if n else (0.0, 0.0),
+        interval_b=row_bootstrap([b[r] for r in rows]) if n else (0.0, 0.0),
+        difference_interval=row_bootstrap(diffs) if n else (0.0, 0.0),
+        a_lower=sum(d < 0 for d in diffs),
+        b_lower=sum(d > 0 for d in diffs),
+        p_value=sign_flip_p(diffs) if n else 1.0,
+    )

@@ -22,7 +22,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from .analysis import Run, accuracy_key, argbest, checkpoint_lines, group_by_plw
-from .uncertainty import ROW_TEST, Paired, RowComparison, binomial_two_sided, compare_rows, paired, spearman
+from .uncertainty import (
+    ROW_TEST,
+    LossComparison,
+    Paired,
+    RowComparison,
+    binomial_two_sided,
+    compare_row_losses,
+    compare_rows,
+    paired,
+    spearman,
+)
 
 ALPHA = 0.05
 # Claim (c): the target is declared before the runs, from the untrained evaluation alone: half-way from the
@@ -54,7 +64,7 @@ def interval(bounds: tuple[float, float]) -> str:
     return f"[{pct(bounds[0])}, {pct(bounds[1])}]"
 
 
-def rows_text(c: RowComparison) -> str:
+def rows_text(c: RowComparison | LossComparison) -> str:
     """``100 rows x 3 seeds`` (rows are the unit; seeds are nested in them) or ``100 rows, one seed``."""
     return f"{c.rows} rows x {c.seeds} seeds" if c.seeds > 1 else f"{c.rows} rows, one seed"
 
@@ -313,6 +323,53 @@ def claim_d(runs: list[Run], acc: str | None) -> Verdict:
     return Verdict("d", statement, decide(c), describe(c, small_label, large_label), ROW_TEST)
 
 
+def describe_loss(c: LossComparison, name_a: str, name_b: str) -> str:
+    """``PLW 0 0.512 [..] vs PLW 1 0.734 [..] mean completion loss on 100 rows x 3 seeds; difference -0.222 [..];
+    rows lower for PLW 0: 80, for PLW 1: 20; row-level p = ...`` (rows are counted, not seeds: a loss is not right
+    or wrong)."""
+    lo, hi = c.difference_interval
+    return (
+        f"{name_a} {c.mean_a:.4f} [{c.interval_a[0]:.4f}, {c.interval_a[1]:.4f}] vs {name_b} {c.mean_b:.4f} "
+        f"[{c.interval_b[0]:.4f}, {c.interval_b[1]:.4f}] mean completion loss on {rows_text(c)}; difference "
+        f"{c.difference:+.4f} [{lo:+.4f}, {hi:+.4f}]; rows lower for {name_a}: {c.a_lower}, for {name_b}: "
+        f"{c.b_lower}; row-level p = {c.p_value:.2g}"
+    )
+
+
+def decide_loss(c: LossComparison | None) -> str:
+    """``lower`` / ``higher`` (A's completion loss against B's) when the row-level test rejects equality at
+    :data:`ALPHA`, ``not distinguishable`` when it does not, ``not measured`` without per-row losses."""
+    if c is None or c.rows == 0:
+        return "not measured"
+    if c.p_value >= ALPHA or c.mean_a == c.mean_b:
+        return "not distinguishable"
+    return "lower" if c.mean_a < c.mean_b else "higher"
+
+
+def losses_against_largest(runs: list[Run], rule: str = "final") -> list[tuple[str, str, LossComparison]]:
+    """Every PLW against the largest one on the per-row completion loss (``predictions.jsonl``) at ``rule``'s
+    checkpoint, over matched seeds; pairs without per-row losses are left out."""
+    groups = numeric_groups(runs)
+    if len(groups) < 2:
+        return []
+    large_label, _, large = groups[0]
+    out = []
+    for label, _, group in groups[1:]:
+        a_by_seed, b_by_seed = [], []
+        for s, g in matched_seeds(group, large):
+            a_line, b_line = checkpoint_lines(s, None)[rule], checkpoint_lines(g, None)[rule]
+            a = s.row_losses(a_line["step"]) if a_line else None
+            b = g.row_losses(b_line["step"]) if b_line else None
+            if a is None or b is None:
+                break
+            a_by_seed.append(a)
+            b_by_seed.append(b)
+        else:
+            if a_by_seed:
+                out.append((label, large_label, compare_row_losses(a_by_seed, b_by_seed)))
+    return out
+
+
 def paired_against_largest(
     runs: list[Run], acc: str | None, rule: str = "completion-loss minimum"
 ) -> list[tuple[str, str, RowComparison]]:
@@ -342,4 +399,14 @@ def verdicts(runs: list[Run]) -> list[Verdict]:
     return [claim_a(runs, acc), claim_b(runs, acc), claim_c(runs, acc), claim_d(runs, acc)]
 
 
-__all__: list[Any] = ["Verdict", "verdicts", "paired_against_largest", "describe", "ALPHA", "MCNEMAR", "ROW_TEST"]
+__all__: list[Any] = [
+    "Verdict",
+    "verdicts",
+    "paired_against_largest",
+    "losses_against_largest",
+    "describe",
+    "describe_loss",
+    "ALPHA",
+    "MCNEMAR",
+    "ROW_TEST",
+]
