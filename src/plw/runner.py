@@ -275,8 +275,13 @@ def train_run(config: RunConfig, progress: bool = True, resume: bool = False, ov
         for name, stats in packing_stats.items():
             print(f"[plw] packing {name}: {stats.summary()}")
 
+    from transformers import set_seed
+
     from .trainer import PLWTrainer
 
+    # Seeded before the model exists: the adapter's initialisation draws from the global RNGs, which torch seeds
+    # randomly in each process (the Trainer seeds them only after the adapter is made).
+    set_seed(config.seed)
     model = load_model(config.model, attn_implementation=config.attn_implementation)
     if config.lora:
         model = apply_lora(model, config.lora)
