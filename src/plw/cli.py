@@ -123,6 +123,18 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
         help="comma-separated seeds, e.g. 1,2,3: every PLW is trained once per seed (data order, adapter init, "
         "dropout) into plw=VALUE/seed=S/ (default: seeds from the config, else one run per PLW)",
     )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        help="train N runs at once, each in its own process with cores // N threads (OMP_NUM_THREADS wins when "
+        "set); a failed run is named in the report while the others finish (default: jobs from the config, 1)",
+    )
+    p.add_argument(
+        "--gpus-per-run",
+        type=int,
+        help="GPUs given to each run (CUDA_VISIBLE_DEVICES); > 1 starts the run with accelerate launch and the "
+        "config's accelerate_config (default: gpus_per_run from the config, 0)",
+    )
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -131,15 +143,30 @@ def _sweep(args: argparse.Namespace) -> int:
         return 0
     from .sweep import parse_plw_values, parse_seeds, run_sweep, sweep_command
 
+    config = _with_launch_options(config, args)
     values = parse_plw_values(args.plw) if args.plw else None
     seeds = parse_seeds(args.seeds) if args.seeds else None
     command = sweep_command(args.config, args.overrides, values, seeds)
-    report = run_sweep(config, values, progress=not args.no_progress, command=command, seeds=seeds)
+    from .sweep import SweepFailures
+
+    try:
+        report = run_sweep(config, values, progress=not args.no_progress, command=command, seeds=seeds)
+    except SweepFailures as err:
+        print(f"plw sweep: {err}", file=sys.stderr)
+        return 1
     from .distributed import is_main_process
 
     if is_main_process():
         print(f"[plw] sweep done. Report: {report}")
     return 0
+
+
+def _with_launch_options(config: object, args: argparse.Namespace) -> object:
+    """The config with ``--jobs`` / ``--gpus-per-run`` (when given) in place of its keys, validated."""
+    import dataclasses
+
+    given = {k: getattr(args, k) for k in ("jobs", "gpus_per_run") if getattr(args, k, None) is not None}
+    return dataclasses.replace(config, **given).validate() if given else config
 
 
 def _plot_args(p: argparse.ArgumentParser) -> None:

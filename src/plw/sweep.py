@@ -20,6 +20,8 @@ from .runio import atomic_write_json
 from .schedule import parse_plw, plw_values
 
 DEFAULT_VALUES = (1.0, 0.1, 0.0)
+SWEEP_KEYS = ("plw_values", "seeds", "jobs", "gpus_per_run", "accelerate_config", "launcher", "slurm")
+SWEEP_FILE = "sweep.json"
 
 
 def parse_plw_values(text: str) -> list[float | str]:
@@ -54,7 +56,8 @@ def run_configs(config: RunConfig, values: list[Any], seeds: list[int] | None = 
     sweep_dir = config.run_dir
     schedules = [parse_plw(v) for v in values]
     seeds = seeds if seeds is not None else config.seeds
-    common = {"plw_values": None, "seeds": None}
+    # Sweep-level keys go back to their defaults: a run's settings do not depend on how the sweep launched it.
+    common = {k: RunConfig.__dataclass_fields__[k].default for k in SWEEP_KEYS}
     if not seeds:
         return [
             dataclasses.replace(
@@ -98,30 +101,116 @@ def run_sweep(
     command: str | None = None,
     seeds: list[int] | None = None,
 ) -> Path:
-    """Train every run not yet finished, then draw the figures and write ``report.md``; return the report path."""
-    from .distributed import is_main_process
-    from .report import write_sweep_outputs
+    """Train every run not yet finished, then draw the figures and write ``report.md``; return the report path.
+
+    With ``config.jobs`` > 1 the runs are separate processes, that many at a time (:mod:`plw.launch`). A run that
+    fails is named in the report (and in :class:`SweepFailures`, raised after the report is written) while the
+    others finish.
+    """
+    from .distributed import is_main_process, world_size
     from .runner import train_run
 
     values = values or config.plw_values or list(DEFAULT_VALUES)
+    seeds = seeds if seeds is not None else config.seeds
     runs = run_configs(config, values, seeds)
     main = is_main_process()
+    if main:
+        merge_sweep_file(config.run_dir, command, values, seeds)
+    todo = []
     for i, run in enumerate(runs, start=1):
         if is_finished(run):
             if main:
                 print(f"[plw] sweep {i}/{len(runs)}: {run.run_dir} already finished, skipped")
-            continue
-        if main:
-            print(f"[plw] sweep {i}/{len(runs)}: training {run.run_dir}")
-        # An interrupted value continues from its last checkpoint (or starts again when it has none).
-        train_run(run, progress=progress, resume=True)
+        else:
+            todo.append((i, run))
+    failed: dict[str, str] = {}
+    if config.jobs > 1 and todo:
+        from .launch import run_parallel
+
+        failed = run_parallel(
+            [run for _, run in todo], config.run_dir, config.jobs, config.gpus_per_run, config.accelerate_config
+        )
+    else:
+        for i, run in todo:
+            if main:
+                print(f"[plw] sweep {i}/{len(runs)}: training {run.run_dir}")
+            # An interrupted value continues from its last checkpoint (or starts again when it has none).
+            try:
+                train_run(run, progress=progress, resume=True)
+            except Exception as err:  # the others still train; Ctrl-C (KeyboardInterrupt) stops the sweep
+                if world_size() > 1 or len(runs) == 1:  # under accelerate every process must stop together
+                    raise
+                failed[run.run_dir.relative_to(config.run_dir).as_posix()] = f"{type(err).__name__}: {err}"
+                print(f"[plw] sweep {i}/{len(runs)}: {run.run_dir} FAILED ({type(err).__name__}: {err})")
     report = config.run_dir / "report.md"
     if main:
-        if command:
-            seeds = seeds if seeds is not None else config.seeds
-            atomic_write_json(config.run_dir / "sweep.json", {"command": command, "values": values, "seeds": seeds})
-        report = write_sweep_outputs(config.run_dir)
+        report = write_report(config.run_dir, failed)
+    if failed:
+        raise SweepFailures(failed, report)
     return report
+
+
+class SweepFailures(RuntimeError):
+    """Some runs of a sweep failed (the others finished and are in the report)."""
+
+    def __init__(self, failed: dict[str, str], report: Path):
+        self.failed, self.report = failed, report
+        super().__init__(f"{len(failed)} run(s) failed: {', '.join(failed)}; report: {report}")
+
+
+def write_report(sweep_dir: Path, failed: dict[str, str]) -> Path:
+    """``report.md`` of the finished runs, with a section naming the runs that failed in this invocation."""
+    from .report import write_sweep_outputs
+    from .runio import atomic_write_text
+
+    report = sweep_dir / "report.md"
+    try:
+        report = write_sweep_outputs(sweep_dir)
+        text = report.read_text()
+    except FileNotFoundError:  # no run finished
+        if not failed:
+            raise
+        text = "# PLW sweep\n\nNo run finished.\n"
+    if failed:
+        lines = "\n".join(f"- `{label}`: {reason}" for label, reason in failed.items())
+        atomic_write_text(report, text.rstrip("\n") + f"\n\n## Failed runs\n\n{lines}\n")
+    return report
+
+
+def merge_sweep_file(sweep_dir: Path, command: str | None, values: list[Any], seeds: list[int] | None) -> None:
+    """Record this invocation in ``sweep.json``, merged with what sweeps into the same folder wrote before.
+
+    ``values`` and ``seeds`` are the union over invocations (first-seen order), ``commands`` every distinct
+    command and ``command`` the latest. An exclusive lock on ``.sweep.lock`` serialises sweeps started side by
+    side, so none overwrites another's entry.
+    """
+    import fcntl
+    import json
+
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    path = sweep_dir / SWEEP_FILE
+    with open(sweep_dir / ".sweep.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = json.loads(path.read_text()) if path.exists() else {}
+        merged_values = _union(old.get("values") or [], values)
+        old_seeds = old.get("seeds")
+        merged_seeds = None if old_seeds is None and seeds is None else _union(old_seeds or [], seeds or [])
+        commands = _union(
+            old.get("commands") or ([old["command"]] if old.get("command") else []), [command] if command else []
+        )
+        atomic_write_json(
+            path,
+            {
+                "command": command or old.get("command"),
+                "values": merged_values,
+                "seeds": merged_seeds,
+                "commands": commands,
+            },
+        )
+
+
+def _union(first: list[Any], second: list[Any]) -> list[Any]:
+    return first + [x for x in second if x not in first]
 
 
 def sweep_command(
@@ -146,4 +235,4 @@ def _quote(item: str) -> str:
     return shlex.quote(item)
 
 
-__all__: list[Any] = ["parse_plw_values", "parse_seeds", "run_sweep", "run_configs", "sweep_command"]
+__all__: list[Any] = ["parse_plw_values", "parse_seeds", "run_sweep", "run_configs", "sweep_command", "SweepFailures"]

@@ -1,0 +1,161 @@
+"""Reproducible runs, `plw sweep --jobs N` (separate processes), failed runs, sweep.json merging, kill and rerun."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+import yaml
+
+from plw.cli import main
+from tests.conftest import save_tiny_model
+
+TIMING = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
+
+
+@pytest.fixture(scope="module")
+def tiny_lora(tmp_path_factory, tokenizer):
+    """A tiny saved model and a LoRA config (the adapter's random init is what made runs differ)."""
+    root = tmp_path_factory.mktemp("jobs")
+    save_tiny_model(root / "model", tokenizer, seed=5)
+    return {
+        "name": "jobs",
+        "model": str(root / "model"),
+        "train_data": {"source": "synthetic", "rows": 8, "seed": 1, "people": 4, "fillers": 0},
+        "eval_data": {"source": "synthetic", "rows": 6, "seed": 2, "people": 4, "fillers": 0},
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": "all-linear"},
+        "max_steps": 3,
+        "batch_size": 2,
+        "eval_steps": 1,
+        "learning_rate": 0.01,
+        "report_to": [],
+        "bf16": False,
+        "checkpoints": False,
+    }
+
+
+def metrics(run_dir):
+    """Every metric of every evaluation, timings left out."""
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in line.items() if k not in TIMING} for line in lines]
+
+
+def write_config(path, values):
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+def test_the_same_run_twice_is_identical(tiny_lora, tmp_path):
+    """Two trainings of one config in one process give every metric and per-row outcome exactly equal (the
+    adapter's init, dropout and data order all follow the seed, whatever the process's RNGs did before)."""
+    from plw.config import from_dict
+    from plw.runner import train_run
+
+    torch.manual_seed(12345)  # whatever state the process is in: the run seeds itself
+    first = train_run(from_dict(dict(tiny_lora, output_dir=str(tmp_path / "a"))), progress=False)
+    torch.rand(7)
+    second = train_run(from_dict(dict(tiny_lora, output_dir=str(tmp_path / "b"))), progress=False)
+    assert len(metrics(first)) == 4
+    assert metrics(first) == metrics(second)
+    assert (first / "predictions.jsonl").read_text() == (second / "predictions.jsonl").read_text()
+
+
+def test_jobs_2_equals_jobs_1_and_a_failed_run_is_named(tiny_lora, tmp_path, monkeypatch, capsys):
+    """`--jobs 2` (two processes of 1 thread) gives each run exactly the metrics of the in-process sweep at 1
+    thread; a run that cannot start fails alone, is named in the report, and the exit status is 1."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = write_config(tmp_path / "one.yaml", dict(tiny_lora, output_dir=str(tmp_path / "one")))
+        assert main(["sweep", one, "--plw", "1,0", "--no-progress"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    two = write_config(tmp_path / "two.yaml", dict(tiny_lora, output_dir=str(tmp_path / "two")))
+    blocked = tmp_path / "two" / "jobs" / "plw=0.5"
+    blocked.parent.mkdir(parents=True)
+    blocked.write_text("not a folder: this run cannot start")
+    capsys.readouterr()
+    assert main(["sweep", two, "--plw", "1,0.5,0", "--jobs", "2", "--no-progress"]) == 1
+    out = capsys.readouterr()
+    assert "in flight: plw=1, plw=0.5" in out.out
+    assert "plw=0.5 FAILED" in out.out and "1 run(s) failed: plw=0.5" in out.err
+    for value in ("1", "0"):
+        assert metrics(tmp_path / "two" / "jobs" / f"plw={value}") == metrics(
+            tmp_path / "one" / "jobs" / f"plw={value}"
+        )
+        assert (tmp_path / "two" / "jobs" / "logs" / f"plw={value}.log").exists()
+    report = (tmp_path / "two" / "jobs" / "report.md").read_text()
+    failed = report.split("## Failed runs", 1)[1]
+    assert "`plw=0.5`" in failed and "plw=0.5.log" in failed
+    assert "`plw=1`" not in failed
+
+
+def test_threads_per_run():
+    from plw.launch import available_cores, device_groups, threads_per_run
+
+    assert threads_per_run(2, {"OMP_NUM_THREADS": "3"}) == 3
+    assert threads_per_run(1, {}) == available_cores()
+    assert threads_per_run(10_000, {}) == 1
+    assert device_groups(["0", "1", "2", "3", "4"], 2, 4) == [["0", "1"], ["2", "3"]]
+    assert device_groups([], 0, 3) == [[], [], []]
+    with pytest.raises(ValueError, match="2 GPUs per run, but 1 visible"):
+        device_groups(["0"], 2, 1)
+
+
+def test_sweep_json_merges_invocations(tmp_path):
+    """Sweeps into one folder (e.g. --seeds 1 and --seeds 2, side by side) add to sweep.json, never replace it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from plw.sweep import merge_sweep_file
+
+    calls = [(f"plw sweep c.yaml --seeds {s}", [1.0, 0.0], [s]) for s in range(1, 9)]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda c: merge_sweep_file(tmp_path, *c), calls))
+    merged = json.loads((tmp_path / "sweep.json").read_text())
+    assert sorted(merged["seeds"]) == list(range(1, 9))
+    assert merged["values"] == [1.0, 0.0]
+    assert sorted(merged["commands"]) == sorted(c[0] for c in calls)
+    merge_sweep_file(tmp_path, "plw sweep c.yaml --plw 0.5 --seeds 1", [0.5], [1])
+    merged = json.loads((tmp_path / "sweep.json").read_text())
+    assert merged["values"] == [1.0, 0.0, 0.5] and merged["command"].endswith("--plw 0.5 --seeds 1")
+
+
+def tree_digest(folder):
+    return {
+        p.relative_to(folder): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def test_killed_sweep_resumes_without_retraining_finished_runs(tiny_lora, tmp_path, monkeypatch, capsys):
+    """A sweep stopped during its second run (after a checkpoint), started again with the same command, leaves the
+    finished run's files byte for byte, resumes the second from its checkpoint, and ends with every evaluation."""
+    from plw.trainer import PLWTrainer
+
+    config = write_config(
+        tmp_path / "c.yaml", dict(tiny_lora, output_dir=str(tmp_path), checkpoints=True, max_steps=4, eval_steps=2)
+    )
+    args = ["sweep", config, "--plw", "1,0", "--no-progress"]
+    step = PLWTrainer.training_step
+
+    def killed_at_step_3(self, *a, **k):
+        if self.prompt_loss_weight == 0.0 and self.state.global_step == 2:
+            raise KeyboardInterrupt("killed")
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(PLWTrainer, "training_step", killed_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        main(args)
+    monkeypatch.setattr(PLWTrainer, "training_step", step)
+    sweep = tmp_path / "jobs"
+    assert (sweep / "plw=0" / "checkpoints" / "checkpoint-2").is_dir()
+    finished = tree_digest(sweep / "plw=1")
+    capsys.readouterr()
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "plw=1 already finished, skipped" in out
+    assert "resuming" in out and "from checkpoint-2" in out
+    assert tree_digest(sweep / "plw=1") == finished
+    assert [m["step"] for m in metrics(sweep / "plw=0")] == [0, 2, 4]
