@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 
 import pytest
 import torch
@@ -150,7 +151,8 @@ def test_killed_sweep_resumes_without_retraining_finished_runs(tiny_lora, tmp_pa
         main(args)
     monkeypatch.setattr(PLWTrainer, "training_step", step)
     sweep = tmp_path / "jobs"
-    assert (sweep / "plw=0" / "checkpoints" / "checkpoint-2").is_dir()
+    kept = tmp_path / "kept-checkpoint"
+    shutil.copytree(sweep / "plw=0" / "checkpoints" / "checkpoint-2", kept)  # the rerun removes it when done
     finished = tree_digest(sweep / "plw=1")
     capsys.readouterr()
     assert main(args) == 0
@@ -159,3 +161,90 @@ def test_killed_sweep_resumes_without_retraining_finished_runs(tiny_lora, tmp_pa
     assert "resuming" in out and "from checkpoint-2" in out
     assert tree_digest(sweep / "plw=1") == finished
     assert [m["step"] for m in metrics(sweep / "plw=0")] == [0, 2, 4]
+    # plw eval of the checkpoint the stopped run left gives that run's own evaluation at step 2, exactly.
+    assert (
+        main(["eval", str(sweep / "plw=0" / "config.yaml"), "--checkpoint", str(kept), "--out", str(tmp_path / "ev")])
+        == 0
+    )
+    (scored,) = metrics(tmp_path / "ev")
+    own = metrics(sweep / "plw=0")[1]
+    assert scored["step"] == 2 and scored["plw"] == 0.0
+    assert {k: v for k, v in scored.items() if k.startswith("eval_")} == {
+        k: v for k, v in own.items() if k.startswith("eval_")
+    }
+    (rows,) = [json.loads(x) for x in (tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()]
+    assert rows == [json.loads(x) for x in (sweep / "plw=0" / "predictions.jsonl").read_text().splitlines()][1]
+
+
+def test_untrained_evaluation_ran_once(tiny_lora, tmp_path, monkeypatch):
+    """A sweep of two PLWs evaluates the untrained model once; each run's step-0 line equals the evaluation the
+    run makes of itself when trained alone (weighted loss at its own PLW included)."""
+    from plw.config import from_dict
+    from plw.runner import train_run
+    from plw.trainer import PLWTrainer
+
+    loop = PLWTrainer.evaluation_loop
+    at_step = []
+
+    def counted(self, *a, **k):
+        at_step.append(self.state.global_step)
+        return loop(self, *a, **k)
+
+    monkeypatch.setattr(PLWTrainer, "evaluation_loop", counted)
+    config = write_config(tmp_path / "c.yaml", dict(tiny_lora, output_dir=str(tmp_path)))
+    assert main(["sweep", config, "--plw", "1,0", "--no-progress"]) == 0
+    assert at_step == [0, 1, 2, 3, 1, 2, 3]
+    sweep = tmp_path / "jobs"
+    assert (sweep / "shared" / "untrained" / "seed=42" / "metrics.jsonl").exists()
+    alone = dict(tiny_lora, output_dir=str(tmp_path / "alone"), prompt_loss_weight=0.0, max_steps=1)
+    first_line = metrics(train_run(from_dict(alone), progress=False))[0]
+    shared = metrics(sweep / "plw=0")[0]
+    assert shared == first_line
+    at_1 = metrics(sweep / "plw=1")[0]  # weighted at PLW 1: the full loss (summed in another order)
+    assert at_1["eval_weighted_loss"] == pytest.approx(at_1["eval_full_loss"], rel=1e-6)
+    assert shared["eval_weighted_loss"] == pytest.approx(shared["eval_completion_loss"], rel=1e-6)
+    assert shared["eval_weighted_loss"] != pytest.approx(shared["eval_full_loss"], rel=1e-3)
+    report = (sweep / "report.md").read_text()
+    assert "shared" not in report.split("## Per run", 1)[1].split("\n## ", 1)[0]  # not taken for a run
+
+
+def test_ctrl_c_stops_every_run(tiny_lora, tmp_path):
+    """SIGINT to `plw sweep --jobs 2` ends both training processes (each in its own session) and the sweep."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    psutil = pytest.importorskip("psutil")
+    config = write_config(tmp_path / "c.yaml", dict(tiny_lora, output_dir=str(tmp_path), max_steps=10_000))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "plw", "sweep", config, "--plw", "1,0", "--jobs", "2", "--no-progress"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    children, trees = [], []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(children) < 2:
+            children = psutil.Process(sweep.pid).children()
+            time.sleep(0.2)
+        assert len(children) == 2, "the two runs did not start"
+        trees = [c for child in children for c in [child, *child.children(recursive=True)]]
+        time.sleep(2)  # into their imports / training
+        sweep.send_signal(signal.SIGINT)
+        out, _ = sweep.communicate(timeout=60)
+        assert sweep.returncode != 0
+        assert b"interrupted, stopping 2 run(s)" in out
+        gone, alive = psutil.wait_procs(trees, timeout=30)
+        assert not alive
+    finally:  # whatever failed, leave nothing running
+        for process in trees:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)

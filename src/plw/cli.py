@@ -37,6 +37,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         help="continue an interrupted run from its last checkpoint (same config required)",
     )
     p.add_argument("--overwrite", action="store_true", help="start again in a folder that already holds a run")
+    p.add_argument(
+        "--untrained",
+        metavar="DIR",
+        help="take the step-0 evaluation from DIR (written by plw eval, at this run's PLW) instead of evaluating "
+        "the same untrained model again; plw sweep passes its shared one",
+    )
 
 
 def _config_from(args: argparse.Namespace) -> object | None:
@@ -57,7 +63,9 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     from .runner import train_run
 
-    run_dir = train_run(config, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
+    run_dir = train_run(
+        config, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite, untrained=args.untrained
+    )
     from .distributed import is_main_process
 
     if is_main_process():
@@ -169,6 +177,32 @@ def _with_launch_options(config: object, args: argparse.Namespace) -> object:
     return dataclasses.replace(config, **given).validate() if given else config
 
 
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    _config_args(p)
+    p.add_argument(
+        "--checkpoint",
+        metavar="DIR",
+        help="a saved model folder, LoRA adapter folder or Trainer checkpoint (default: the config's model, untrained)",
+    )
+    p.add_argument(
+        "--out", metavar="DIR", help="where metrics.jsonl and predictions.jsonl go (default OUTPUT_DIR/NAME/eval)"
+    )
+
+
+def _eval(args: argparse.Namespace) -> int:
+    config = _config_from(args)
+    if config is None:
+        return 0
+    from .evaluate import evaluate
+
+    out = evaluate(config, args.checkpoint, args.out, progress=not args.no_progress)
+    from .distributed import is_main_process
+
+    if is_main_process():
+        print(f"[plw] evaluation: {out}/metrics.jsonl, {out}/predictions.jsonl")
+    return 0
+
+
 def _plot_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="RUN_DIR", help="run folders (metrics.jsonl) or sweep folders")
 
@@ -216,6 +250,11 @@ def _spectrum(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "train": ("train one run from a YAML config", _train_args, _train),
     "sweep": ("train one run per prompt-loss-weight, then compare them (figures, report.md)", _sweep_args, _sweep),
+    "eval": (
+        "streamed split metrics and per-row outcomes of a model or checkpoint on the config's evaluation data",
+        _eval_args,
+        _eval,
+    ),
     "plot": ("redraw the figures of run or sweep folders (and a sweep's report.md)", _plot_args, _plot),
     "stats": ("generation-ratio statistics (Rg) of datasets: table, stats.csv/json, histograms", _stats_args, _stats),
     "spectrum": (

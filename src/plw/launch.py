@@ -69,9 +69,13 @@ def run_label(run: RunConfig, sweep_dir: Path) -> str:
     return run.run_dir.relative_to(sweep_dir).as_posix()
 
 
-def child_command(config_file: Path, gpus: int, accelerate_config: str | None = None) -> list[str]:
+def child_command(
+    config_file: Path, gpus: int, accelerate_config: str | None = None, untrained: Path | None = None
+) -> list[str]:
     """The command that trains one run (resuming it when it was interrupted)."""
     train = ["-m", "plw", "train", str(config_file), "--resume", "--no-progress"]
+    if untrained is not None:
+        train += ["--untrained", str(untrained)]
     if gpus <= 1:
         return [sys.executable, *train]
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(gpus)]
@@ -134,8 +138,13 @@ def run_parallel(
     accelerate_config: str | None = None,
     say: Callable[[str], None] = print,
     poll_s: float = 0.2,
+    untrained: dict[Path, Path] | None = None,
 ) -> dict[str, str]:
-    """Train ``runs`` as separate processes, ``jobs`` at a time; return ``{run label: reason}`` of failed runs."""
+    """Train ``runs`` as separate processes, ``jobs`` at a time; return ``{run label: reason}`` of failed runs.
+
+    ``untrained`` maps a run folder to the shared untrained evaluation it takes its step-0 line from.
+    """
+    untrained = untrained or {}
     sweep_dir = Path(sweep_dir)
     groups = device_groups(visible_devices() if gpus_per_run else [], gpus_per_run, jobs)
     threads = threads_per_run(len(groups))
@@ -151,7 +160,9 @@ def run_parallel(
     try:
         while pending or running:
             while pending and len(running) < len(groups):
-                running.append(_start(pending.popleft(), sweep_dir, groups, running, threads, accelerate_config))
+                run = pending.popleft()
+                shared = untrained.get(run.run_dir)
+                running.append(_start(run, sweep_dir, groups, running, threads, accelerate_config, shared))
                 say(f"[plw] sweep: started {running[-1].label} ({_in_flight(running)})")
             time.sleep(poll_s)
             for job in [j for j in running if j.process.poll() is not None]:
@@ -181,6 +192,7 @@ def _start(
     running: list[_Running],
     threads: int,
     accelerate_config: str | None,
+    untrained: Path | None,
 ) -> _Running:
     label = run_label(run, sweep_dir)
     stem = label.replace("/", "_")
@@ -191,7 +203,7 @@ def _start(
     devices = next(g for g in groups if g not in busy or not g)
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            child_command(config_file, len(devices), accelerate_config),
+            child_command(config_file, len(devices), accelerate_config, untrained),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -124,11 +124,17 @@ def run_sweep(
         else:
             todo.append((i, run))
     failed: dict[str, str] = {}
+    untrained = share_untrained(config.run_dir, [run for _, run in todo], progress, main)
     if config.jobs > 1 and todo:
         from .launch import run_parallel
 
         failed = run_parallel(
-            [run for _, run in todo], config.run_dir, config.jobs, config.gpus_per_run, config.accelerate_config
+            [run for _, run in todo],
+            config.run_dir,
+            config.jobs,
+            config.gpus_per_run,
+            config.accelerate_config,
+            untrained=untrained,
         )
     else:
         for i, run in todo:
@@ -136,7 +142,7 @@ def run_sweep(
                 print(f"[plw] sweep {i}/{len(runs)}: training {run.run_dir}")
             # An interrupted value continues from its last checkpoint (or starts again when it has none).
             try:
-                train_run(run, progress=progress, resume=True)
+                train_run(run, progress=progress, resume=True, untrained=untrained.get(run.run_dir))
             except Exception as err:  # the others still train; Ctrl-C (KeyboardInterrupt) stops the sweep
                 if world_size() > 1 or len(runs) == 1:  # under accelerate every process must stop together
                     raise
@@ -148,6 +154,30 @@ def run_sweep(
     if failed:
         raise SweepFailures(failed, report)
     return report
+
+
+def share_untrained(sweep_dir: Path, runs: list[RunConfig], progress: bool, main: bool) -> dict[Path, Path]:
+    """Evaluate the untrained model once per seed for the runs that start afresh; ``{run folder: evaluation}``.
+
+    Runs of one seed differ only in their PLW, which only the weighted loss depends on (scored for each PLW from
+    the same forward pass), so their step-0 evaluations are one. Under ``accelerate launch`` (several processes)
+    every run evaluates itself.
+    """
+    from .distributed import world_size
+    from .evaluate import UNTRAINED, evaluate_untrained
+    from .runner import can_share_untrained, last_checkpoint
+
+    fresh = [r for r in runs if can_share_untrained(r) and last_checkpoint(r.run_dir) is None]
+    if world_size() > 1 or not main or len(fresh) < 2:
+        return {}
+    shared: dict[Path, Path] = {}
+    for seed in dict.fromkeys(r.seed for r in fresh):
+        group = [r for r in fresh if r.seed == seed]
+        folder = sweep_dir / UNTRAINED / f"seed={seed}"
+        print(f"[plw] sweep: evaluating the untrained model once for {len(group)} run(s) of seed {seed}: {folder}")
+        evaluate_untrained(group, folder, progress=progress)
+        shared.update({r.run_dir: folder for r in group})
+    return shared
 
 
 class SweepFailures(RuntimeError):

@@ -439,6 +439,16 @@ class PLWTrainer(Trainer):
             "completion_mask": inputs["completion_mask"] * keep,
         }
 
+    def new_eval_metrics(self) -> StreamingMetrics:
+        """The accumulator of one evaluation, at the current PLW and completion weight (a hook: ``plw eval`` scores
+        several weights from one forward pass)."""
+        return StreamingMetrics(
+            self.current_plw(),
+            self.choice_token_ids,
+            completion_weight=self.current_completion_weight(),
+            normalization=self.loss_normalization,
+        )
+
     def evaluation_loop(
         self,
         dataloader: Any,
@@ -451,12 +461,7 @@ class PLWTrainer(Trainer):
         model = self._eval_model()
         model.eval()
         self.callback_handler.eval_dataloader = dataloader
-        metrics = StreamingMetrics(
-            self.current_plw(),
-            self.choice_token_ids,
-            completion_weight=self.current_completion_weight(),
-            normalization=self.loss_normalization,
-        )
+        metrics = self.new_eval_metrics()
         for inputs in dataloader:
             inputs = self._drop_repeated_rows(self._prepare_inputs(inputs))
             batch = (inputs["input_ids"], inputs["prompt_mask"], inputs["completion_mask"], inputs.get("position_ids"))
