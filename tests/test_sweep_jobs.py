@@ -63,17 +63,24 @@ def test_the_same_run_twice_is_identical(tiny_lora, tmp_path):
     assert (first / "predictions.jsonl").read_text() == (second / "predictions.jsonl").read_text()
 
 
-def test_jobs_2_equals_jobs_1_and_a_failed_run_is_named(tiny_lora, tmp_path, monkeypatch, capsys):
-    """`--jobs 2` (two processes of 1 thread) gives each run exactly the metrics of the in-process sweep at 1
-    thread; a run that cannot start fails alone, is named in the report, and the exit status is 1."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+@pytest.fixture(scope="module")
+def one_thread_sweep(tiny_lora, tmp_path_factory):
+    """PLW 1 and 0 trained one after another in this process, with 1 torch thread: the reference."""
+    root = tmp_path_factory.mktemp("one")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        one = write_config(tmp_path / "one.yaml", dict(tiny_lora, output_dir=str(tmp_path / "one")))
+        one = write_config(root / "one.yaml", dict(tiny_lora, output_dir=str(root)))
         assert main(["sweep", one, "--plw", "1,0", "--no-progress"]) == 0
     finally:
         torch.set_num_threads(threads)
+    return root / "jobs"
+
+
+def test_jobs_2_equals_jobs_1_and_a_failed_run_is_named(tiny_lora, one_thread_sweep, tmp_path, monkeypatch, capsys):
+    """`--jobs 2` (two processes of 1 thread) gives each run exactly the metrics of the in-process sweep at 1
+    thread; a run that cannot start fails alone, is named in the report, and the exit status is 1."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     two = write_config(tmp_path / "two.yaml", dict(tiny_lora, output_dir=str(tmp_path / "two")))
     blocked = tmp_path / "two" / "jobs" / "plw=0.5"
     blocked.parent.mkdir(parents=True)
@@ -84,9 +91,7 @@ def test_jobs_2_equals_jobs_1_and_a_failed_run_is_named(tiny_lora, tmp_path, mon
     assert "in flight: plw=1, plw=0.5" in out.out
     assert "plw=0.5 FAILED" in out.out and "1 run(s) failed: plw=0.5" in out.err
     for value in ("1", "0"):
-        assert metrics(tmp_path / "two" / "jobs" / f"plw={value}") == metrics(
-            tmp_path / "one" / "jobs" / f"plw={value}"
-        )
+        assert metrics(tmp_path / "two" / "jobs" / f"plw={value}") == metrics(one_thread_sweep / f"plw={value}")
         assert (tmp_path / "two" / "jobs" / "logs" / f"plw={value}.log").exists()
     report = (tmp_path / "two" / "jobs" / "report.md").read_text()
     failed = report.split("## Failed runs", 1)[1]
@@ -177,8 +182,9 @@ def test_killed_sweep_resumes_without_retraining_finished_runs(tiny_lora, tmp_pa
 
 
 def test_untrained_evaluation_ran_once(tiny_lora, tmp_path, monkeypatch):
-    """A sweep of two PLWs evaluates the untrained model once; each run's step-0 line equals the evaluation the
-    run makes of itself when trained alone (weighted loss at its own PLW included)."""
+    """A sweep of two PLWs evaluates the untrained model once; each run equals the run trained alone, which
+    evaluates itself at step 0 (every metric of every evaluation: skipping that evaluation leaves the random stream
+    of training, e.g. the adapter's dropout, as it was)."""
     from plw.config import from_dict
     from plw.runner import train_run
     from plw.trainer import PLWTrainer
@@ -196,10 +202,9 @@ def test_untrained_evaluation_ran_once(tiny_lora, tmp_path, monkeypatch):
     assert at_step == [0, 1, 2, 3, 1, 2, 3]
     sweep = tmp_path / "jobs"
     assert (sweep / "shared" / "untrained" / "seed=42" / "metrics.jsonl").exists()
-    alone = dict(tiny_lora, output_dir=str(tmp_path / "alone"), prompt_loss_weight=0.0, max_steps=1)
-    first_line = metrics(train_run(from_dict(alone), progress=False))[0]
+    alone = dict(tiny_lora, output_dir=str(tmp_path / "alone"), prompt_loss_weight=0.0)
+    assert metrics(train_run(from_dict(alone), progress=False)) == metrics(sweep / "plw=0")
     shared = metrics(sweep / "plw=0")[0]
-    assert shared == first_line
     at_1 = metrics(sweep / "plw=1")[0]  # weighted at PLW 1: the full loss (summed in another order)
     assert at_1["eval_weighted_loss"] == pytest.approx(at_1["eval_full_loss"], rel=1e-6)
     assert shared["eval_weighted_loss"] == pytest.approx(shared["eval_completion_loss"], rel=1e-6)
@@ -248,3 +253,36 @@ def test_ctrl_c_stops_every_run(tiny_lora, tmp_path):
                 process.kill()
         if sweep.poll() is None:
             os.killpg(sweep.pid, signal.SIGKILL)
+
+
+def test_submitit_local_trains_and_reports(tiny_lora, one_thread_sweep, tmp_path, monkeypatch, capsys):
+    """`--launcher submitit-local --no-wait` submits one job per run and returns; the same command again waits for
+    the jobs and writes the report. Each run equals the in-process one at 1 thread."""
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    config = write_config(tmp_path / "c.yaml", dict(tiny_lora, output_dir=str(tmp_path)))
+    args = ["sweep", config, "--plw", "1,0", "--launcher", "submitit-local", "--no-progress"]
+    capsys.readouterr()
+    assert main([*args, "--no-wait"]) == 0
+    out = capsys.readouterr().out
+    assert "submitted 2 job(s) (submitit-local): plw=1, plw=0" in out
+    assert "queued or running; run the same command again" in out
+    sweep = tmp_path / "jobs"
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "submitted" not in out  # the jobs of the first call were collected, not submitted again
+    assert (sweep / "report.md").exists()
+    jobs = json.loads((sweep / "logs" / "submitit" / "jobs.json").read_text())
+    assert sorted(jobs) == ["plw=0", "plw=1"]
+    for value in ("1", "0"):
+        assert json.loads((sweep / f"plw={value}" / "state.json").read_text())["status"] == "finished"
+        assert metrics(sweep / f"plw={value}") == metrics(one_thread_sweep / f"plw={value}")
+
+
+def test_sbatch_lines():
+    from plw.cluster import sbatch_parameters
+    from plw.config import ConfigError
+
+    assert sbatch_parameters(["--qos=high", "#SBATCH --constraint=a100"]) == {"qos": "high", "constraint": "a100"}
+    with pytest.raises(ConfigError, match="expected '--key=value'"):
+        sbatch_parameters(["--exclusive"])

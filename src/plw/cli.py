@@ -143,6 +143,18 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
         help="GPUs given to each run (CUDA_VISIBLE_DEVICES); > 1 starts the run with accelerate launch and the "
         "config's accelerate_config (default: gpus_per_run from the config, 0)",
     )
+    p.add_argument(
+        "--launcher",
+        choices=["local", "slurm", "submitit-local"],
+        help="local: processes on this machine (--jobs); slurm: one SLURM job per run through submitit (options "
+        "under the slurm: key; pip install 'plw[slurm]'); submitit-local: the same through submitit's local "
+        "executor (default: launcher from the config, local)",
+    )
+    p.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="with a submitit launcher: submit and return; the same command run later collects and reports",
+    )
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -158,10 +170,14 @@ def _sweep(args: argparse.Namespace) -> int:
     from .sweep import SweepFailures
 
     try:
-        report = run_sweep(config, values, progress=not args.no_progress, command=command, seeds=seeds)
+        report = run_sweep(
+            config, values, progress=not args.no_progress, command=command, seeds=seeds, wait=not args.no_wait
+        )
     except SweepFailures as err:
         print(f"plw sweep: {err}", file=sys.stderr)
         return 1
+    if report is None:  # --no-wait: jobs still queued or running
+        return 0
     from .distributed import is_main_process
 
     if is_main_process():
@@ -173,7 +189,7 @@ def _with_launch_options(config: object, args: argparse.Namespace) -> object:
     """The config with ``--jobs`` / ``--gpus-per-run`` (when given) in place of its keys, validated."""
     import dataclasses
 
-    given = {k: getattr(args, k) for k in ("jobs", "gpus_per_run") if getattr(args, k, None) is not None}
+    given = {k: getattr(args, k) for k in ("jobs", "gpus_per_run", "launcher") if getattr(args, k, None) is not None}
     return dataclasses.replace(config, **given).validate() if given else config
 
 

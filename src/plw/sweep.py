@@ -100,8 +100,13 @@ def run_sweep(
     progress: bool = True,
     command: str | None = None,
     seeds: list[int] | None = None,
-) -> Path:
+    wait: bool = True,
+) -> Path | None:
     """Train every run not yet finished, then draw the figures and write ``report.md``; return the report path.
+
+    With ``config.launcher`` ``slurm`` or ``submitit-local`` the runs are submitit jobs (:mod:`plw.cluster`);
+    without ``wait`` the function returns None while jobs are still queued or running (the same call later
+    collects them and writes the report).
 
     With ``config.jobs`` > 1 the runs are separate processes, that many at a time (:mod:`plw.launch`). A run that
     fails is named in the report (and in :class:`SweepFailures`, raised after the report is written) while the
@@ -124,8 +129,20 @@ def run_sweep(
         else:
             todo.append((i, run))
     failed: dict[str, str] = {}
-    untrained = share_untrained(config.run_dir, [run for _, run in todo], progress, main)
-    if config.jobs > 1 and todo:
+    # On a cluster the untrained model is not evaluated on the submitting machine: every job evaluates its run.
+    untrained = share_untrained(
+        config.run_dir, [run for _, run in todo], progress, main and config.launcher == "local"
+    )
+    if config.launcher != "local":
+        from .cluster import run_submitit
+
+        failed, in_flight = run_submitit([run for _, run in todo], config.run_dir, config, untrained, wait=wait)
+        if in_flight:
+            print(
+                f"[plw] sweep: {len(in_flight)} job(s) queued or running; run the same command again to collect them"
+            )
+            return None
+    elif config.jobs > 1 and todo:
         from .launch import run_parallel
 
         failed = run_parallel(

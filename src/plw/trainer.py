@@ -458,6 +458,9 @@ class PLWTrainer(Trainer):
         metric_key_prefix: str = "eval",
     ) -> EvalLoopOutput:
         """Stream the split metrics over ``dataloader``; no logits, predictions or per-token arrays are kept."""
+        # Iterating a DataLoader draws its base seed from torch's global CPU RNG: restored at the end, so training
+        # (e.g. its dropout) draws the same numbers whether or not, and however often, it was evaluated.
+        rng = torch.random.get_rng_state()
         model = self._eval_model()
         model.eval()
         self.callback_handler.eval_dataloader = dataloader
@@ -480,6 +483,7 @@ class PLWTrainer(Trainer):
             del outputs
             self.control = self.callback_handler.on_prediction_step(self.args, self.state, self.control)
         metrics.reduce(lambda t: self.accelerator.reduce(t, reduction="sum"))
+        torch.random.set_rng_state(rng)
         values = metrics.compute()
         self.last_row_outcomes = metrics.row_outcomes
         out = {f"{metric_key_prefix}_{k}": v for k, v in values.items()}
