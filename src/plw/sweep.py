@@ -4,7 +4,10 @@ Every value trains on identical data, order, seed and schedule (only ``prompt_lo
 ``OUTPUT_DIR/NAME/plw=VALUE/``; with ``seeds`` (config or ``--seeds``), every value is repeated once per seed into
 ``OUTPUT_DIR/NAME/plw=VALUE/seed=S/`` (the seed sets data order, adapter init and dropout; the data stay the same).
 A run whose folder says ``finished`` (``state.json``) with the same settings is not trained again, so a sweep that
-was stopped can simply be started again.
+was stopped can simply be started again; ``sweep.json`` merges the PLWs, seeds and commands of every invocation.
+The untrained model is evaluated once per seed for all PLWs (:mod:`plw.evaluate`); the runs train in this process,
+as separate processes N at a time (``jobs``, :mod:`plw.launch`) or as submitit jobs (``launcher``,
+:mod:`plw.cluster`). A failed run is named in the report while the others finish.
 """
 
 from __future__ import annotations
@@ -115,6 +118,8 @@ def run_sweep(
     from .distributed import is_main_process, world_size
     from .runner import train_run
 
+    if world_size() > 1 and (config.jobs > 1 or config.launcher != "local"):
+        raise ConfigError("jobs / launcher: start the sweep itself without accelerate launch (use --gpus-per-run)")
     values = values or config.plw_values or list(DEFAULT_VALUES)
     seeds = seeds if seeds is not None else config.seeds
     runs = run_configs(config, values, seeds)
