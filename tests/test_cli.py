@@ -107,3 +107,27 @@ def test_config_and_model_errors(tmp_path, capsys):
     missing = tmp_path / "no-such-model"
     assert main(["train", "--set", f"train_data={train}", "--set", f"model={missing}"]) == 2
     assert f"model path {str(missing)!r} does not exist" in capsys.readouterr().err
+
+
+def test_sweep_and_eval_option_errors(tmp_path, capsys):
+    """Bad launch options and a missing checkpoint are one-line errors before any model is loaded."""
+    config = write_config(tmp_path, model="nowhere", train_data={"source": "synthetic", "rows": 4})
+    cases = (
+        (["sweep", str(config), "--jobs", "0"], "jobs: must be >= 1, got 0"),
+        (["sweep", str(config), "--gpus-per-run", "-1"], "gpus_per_run: must be >= 0, got -1"),
+        (
+            ["sweep", str(config), "--set", "slurm.partion=gpu"],
+            "unknown key slurm.partion (did you mean 'partition'?)",
+        ),
+        (["eval", str(config)], "eval_data: required by plw eval"),
+    )
+    for args, message in cases:
+        capsys.readouterr()
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.endswith(message) and "\n" not in err, err
+    with_eval = write_config(
+        tmp_path, train_data={"source": "synthetic", "rows": 4}, eval_data={"source": "synthetic", "rows": 4}
+    )
+    assert main(["eval", str(with_eval), "--checkpoint", str(tmp_path / "missing")]) == 2
+    assert "--checkpoint: no such folder" in capsys.readouterr().err

@@ -37,6 +37,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         help="continue an interrupted run from its last checkpoint (same config required)",
     )
     p.add_argument("--overwrite", action="store_true", help="start again in a folder that already holds a run")
+    p.add_argument(
+        "--untrained",
+        metavar="DIR",
+        help="take the step-0 evaluation from DIR (written by plw eval, at this run's PLW) instead of evaluating "
+        "the same untrained model again; plw sweep passes its shared one",
+    )
 
 
 def _config_from(args: argparse.Namespace) -> object | None:
@@ -57,7 +63,9 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     from .runner import train_run
 
-    run_dir = train_run(config, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
+    run_dir = train_run(
+        config, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite, untrained=args.untrained
+    )
     from .distributed import is_main_process
 
     if is_main_process():
@@ -138,6 +146,30 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
         help="comma-separated seeds, e.g. 1,2,3: every PLW is trained once per seed (data order, adapter init, "
         "dropout) into plw=VALUE/seed=S/ (default: seeds from the config, else one run per PLW)",
     )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        help="train N runs at once, each in its own process with cores // N threads (OMP_NUM_THREADS wins when "
+        "set); a failed run is named in the report while the others finish (default: jobs from the config, 1)",
+    )
+    p.add_argument(
+        "--gpus-per-run",
+        type=int,
+        help="GPUs given to each run (CUDA_VISIBLE_DEVICES); > 1 starts the run with accelerate launch and the "
+        "config's accelerate_config (default: gpus_per_run from the config, 0)",
+    )
+    p.add_argument(
+        "--launcher",
+        choices=["local", "slurm", "submitit-local"],
+        help="local: processes on this machine (--jobs); slurm: one SLURM job per run through submitit (options "
+        "under the slurm: key; pip install 'plw[slurm]'); submitit-local: the same through submitit's local "
+        "executor (default: launcher from the config, local)",
+    )
+    p.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="with a submitit launcher: submit and return; the same command run later collects and reports",
+    )
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -146,14 +178,59 @@ def _sweep(args: argparse.Namespace) -> int:
         return 0
     from .sweep import parse_plw_values, parse_seeds, run_sweep, sweep_command
 
+    config = _with_launch_options(config, args)
     values = parse_plw_values(args.plw) if args.plw else None
     seeds = parse_seeds(args.seeds) if args.seeds else None
     command = sweep_command(args.config, args.overrides, values, seeds)
-    report = run_sweep(config, values, progress=not args.no_progress, command=command, seeds=seeds)
+    from .sweep import SweepFailures
+
+    try:
+        report = run_sweep(
+            config, values, progress=not args.no_progress, command=command, seeds=seeds, wait=not args.no_wait
+        )
+    except SweepFailures as err:
+        print(f"plw sweep: {err}", file=sys.stderr)
+        return 1
+    if report is None:  # --no-wait: jobs still queued or running
+        return 0
     from .distributed import is_main_process
 
     if is_main_process():
         print(f"[plw] sweep done. Report: {report}")
+    return 0
+
+
+def _with_launch_options(config: object, args: argparse.Namespace) -> object:
+    """The config with ``--jobs`` / ``--gpus-per-run`` (when given) in place of its keys, validated."""
+    import dataclasses
+
+    given = {k: getattr(args, k) for k in ("jobs", "gpus_per_run", "launcher") if getattr(args, k, None) is not None}
+    return dataclasses.replace(config, **given).validate() if given else config
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    _config_args(p)
+    p.add_argument(
+        "--checkpoint",
+        metavar="DIR",
+        help="a saved model folder, LoRA adapter folder or Trainer checkpoint (default: the config's model, untrained)",
+    )
+    p.add_argument(
+        "--out", metavar="DIR", help="where metrics.jsonl and predictions.jsonl go (default OUTPUT_DIR/NAME/eval)"
+    )
+
+
+def _eval(args: argparse.Namespace) -> int:
+    config = _config_from(args)
+    if config is None:
+        return 0
+    from .evaluate import evaluate
+
+    out = evaluate(config, args.checkpoint, args.out, progress=not args.no_progress)
+    from .distributed import is_main_process
+
+    if is_main_process():
+        print(f"[plw] evaluation: {out}/metrics.jsonl, {out}/predictions.jsonl")
     return 0
 
 
@@ -204,6 +281,11 @@ def _spectrum(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "train": ("train one run from a YAML config", _train_args, _train),
     "sweep": ("train one run per prompt-loss-weight, then compare them (figures, report.md)", _sweep_args, _sweep),
+    "eval": (
+        "streamed split metrics and per-row outcomes of a model or checkpoint on the config's evaluation data",
+        _eval_args,
+        _eval,
+    ),
     "plot": ("redraw the figures of run or sweep folders (and a sweep's report.md)", _plot_args, _plot),
     "stats": ("generation-ratio statistics (Rg) of datasets: table, stats.csv/json, histograms", _stats_args, _stats),
     "spectrum": (

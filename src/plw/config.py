@@ -39,6 +39,17 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 NONFINITE_POLICIES = ("stop", "skip")
 DEVICES = ("auto", "cpu", "cuda")
 
+LAUNCHERS = ("local", "slurm", "submitit-local")
+SLURM_KEYS = {
+    "partition": str,
+    "gpus_per_run": int,
+    "cpus_per_run": int,
+    "time_min": int,
+    "account": str,
+    "mem_gb": (int, float),
+    "sbatch_lines": list,
+}
+
 LORA_KEYS = {"r": int, "alpha": (int, float), "dropout": (int, float), "target_modules": (list, str)}
 
 
@@ -105,6 +116,16 @@ class RunConfig:
     seed: int = _f(42, "seed for data order, initialisation and dropout")
     seeds: list | None = _f(
         None, "`plw sweep` repeats every PLW with each of these seeds, e.g. [1, 2, 3] (overridden by --seeds)"
+    )
+    # -- how `plw sweep` launches its runs (sweep-level keys: a run's own config.yaml holds their defaults) --
+    jobs: int = _f(1, "`plw sweep`: runs trained at once, each in its own process (1: one after another, in-process)")
+    gpus_per_run: int = _f(0, "`plw sweep --jobs`: GPUs per run (CUDA_VISIBLE_DEVICES); > 1 through accelerate launch")
+    accelerate_config: str | None = _f(None, "`plw sweep`: accelerate config file for runs with gpus_per_run > 1")
+    launcher: str = _f("local", "`plw sweep`: local (processes on this machine) | slurm | submitit-local (submitit)")
+    slurm: dict | None = _f(
+        None,
+        "`plw sweep --launcher slurm`: {partition, gpus_per_run, cpus_per_run, time_min, account, sbatch_lines}",
+        keys=SLURM_KEYS,
     )
     bf16: str | bool = _f("auto", "bf16 autocast: true, false, or auto (on when the CPU/GPU supports it)")
     gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass to save memory")
@@ -192,6 +213,7 @@ class RunConfig:
                 raise ConfigError(str(err)) from None
         if self.seeds is not None:
             self.seeds = check_seeds(self.seeds, "seeds")
+        _check_launch_keys(self)
         if self.early_stopping_patience is not None:
             if self.early_stopping_patience < 1:
                 raise ConfigError("early_stopping_patience: must be >= 1 or null")
@@ -212,6 +234,17 @@ def check_seeds(values: Any, key: str) -> list[int]:
     if len(set(values)) != len(values):
         raise ConfigError(f"{key}: each seed once, got {values}")
     return list(values)
+
+
+def _check_launch_keys(config: RunConfig) -> None:
+    """``jobs``, ``gpus_per_run``, ``launcher`` and ``slurm``: how ``plw sweep`` starts its runs."""
+    if config.jobs < 1:
+        raise ConfigError(f"jobs: must be >= 1, got {config.jobs}")
+    if config.gpus_per_run < 0:
+        raise ConfigError(f"gpus_per_run: must be >= 0, got {config.gpus_per_run}")
+    _choice("launcher", config.launcher, LAUNCHERS)
+    if config.slurm is not None:
+        _check_mapping("slurm", config.slurm, SLURM_KEYS)
 
 
 def _check_chat(config: RunConfig) -> None:

@@ -11,11 +11,13 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, RunConfig, dump_config
 from .runio import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl_lines, summarize
+from .schedule import parse_plw
 
 # One line per evaluation: the step and, per validation row (sorted by row id), exact / correct / predicted choice.
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -229,25 +231,34 @@ def truncate_metrics(path: Path, step: int) -> None:
             atomic_write_text(file, "".join(json.dumps(line) + "\n" for line in lines))
 
 
-def train_run(config: RunConfig, progress: bool = True, resume: bool = False, overwrite: bool = False) -> Path:
-    """Train one run; return its folder. Everything is validated before the model is loaded.
+@dataclass
+class RunData:
+    """A run's encoded (and, with packing, packed) rows, its data report and answer choices."""
 
-    With ``resume``, a run that was interrupted continues from its last checkpoint (same data order and RNG state,
-    so the metrics equal those of an uninterrupted run); a run without a checkpoint starts again.
-    """
-    from .distributed import is_main_process
-    from .models import load_model, load_tokenizer, resolve_model_path
+    train_rows: Any
+    eval_rows: Any
+    report: dict[str, Any]
+    answer_choices: list[str] | None
+    packing_stats: dict[str, Any]
+    generated: Any = None  # a plw.generation.GeneratedAccuracy with `eval_generated_accuracy`
 
-    run_dir = config.run_dir
-    main = is_main_process()  # under `accelerate launch`, only rank 0 writes files and prints
-    checkpoint = check_resumable(config, resume, overwrite)
+
+def load_run_tokenizer(config: RunConfig) -> Any:
+    """The run's tokenizer, with the config's chat template in place of its own."""
+    from .models import load_tokenizer, resolve_model_path
+
     resolve_model_path(config.model, with_weights=False)  # a missing local path fails here, not after data work
     tokenizer = load_tokenizer(config.model)
     if config.chat_template:  # the run's template everywhere: rows, answer-choice ids, the saved tokenizer
         from .data.chat import read_template
 
         tokenizer.chat_template = read_template(config.chat_template)
-    train_rows, train_info, choices = prepare_rows(config, tokenizer, "train")
+    return tokenizer
+
+
+def prepare_data(config: RunConfig, tokenizer: Any, train: bool = True) -> RunData:
+    """Read, encode and (with packing) pack the train rows (when ``train``) and the eval rows."""
+    train_rows, train_info, choices = prepare_rows(config, tokenizer, "train") if train else (None, None, None)
     eval_rows, eval_info = None, None
     if config.eval_data is not None:
         eval_rows, eval_info, eval_choices = prepare_rows(config, tokenizer, "eval")
@@ -265,39 +276,126 @@ def train_run(config: RunConfig, progress: bool = True, resume: bool = False, ov
             choices=[str(c) for c in answer_choices] if answer_choices else None,
             batch_size=config.eval_batch_size,
         )
-    data_report = {"train": train_info, "eval": eval_info}
-    packing_stats = {}
+    report: dict[str, Any] = {"train": train_info, "eval": eval_info}
+    packing_stats: dict[str, Any] = {}
     if config.packing:
         from .data.packing import pack_datasets
         from .subsample import with_row_index
 
-        if config.prompt_sample_rate < 1:  # the subsampling draw is keyed on the row, so index rows before packing
+        if train_rows is not None and config.prompt_sample_rate < 1:  # the draw is keyed on the row: index first
             train_rows = with_row_index(train_rows)
         # Packed here, before the trainer exists, so the data report is written once and complete. The seed is
         # the trainer's data seed (training_arguments sets data_seed = seed).
         train_rows, eval_rows, packing_stats = pack_datasets(train_rows, eval_rows, config.max_length, config.seed)
-        data_report["packing"] = {name: stats.as_dict() for name, stats in packing_stats.items()}
+        report["packing"] = {name: stats.as_dict() for name, stats in packing_stats.items()}
+    return RunData(train_rows, eval_rows, report, answer_choices, packing_stats, generated)
+
+
+def load_run_model(config: RunConfig, checkpoint: str | Path | None = None) -> Any:
+    """The model a run starts from (with its adapter), or the weights of a saved checkpoint or model folder.
+
+    The global RNGs are seeded first: the adapter's initialisation draws from them, and torch seeds them
+    randomly in each process (the Trainer seeds them only after the adapter is made).
+    """
+    from transformers import set_seed
+
+    from .models import load_model
+
+    set_seed(config.seed)
+    attn = config.attn_implementation
+    if checkpoint is not None and (Path(checkpoint) / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(load_model(config.model, attn_implementation=attn), str(checkpoint))
+    model = load_model(str(checkpoint) if checkpoint is not None else config.model, attn_implementation=attn)
+    if config.lora and checkpoint is None:
+        model = apply_lora(model, config.lora)
+    return model
+
+
+def make_trainer(
+    config: RunConfig, model: Any, tokenizer: Any, data: RunData, args: Any, callbacks: list | None = None
+) -> Any:
+    """The :class:`~plw.trainer.PLWTrainer` of a run (also used, without train rows, by ``plw eval``)."""
+    from .trainer import PLWTrainer
+
+    return PLWTrainer(
+        model=model,
+        args=args,
+        train_dataset=data.train_rows,
+        eval_dataset=data.eval_rows,
+        processing_class=tokenizer,
+        prompt_loss_weight=config.prompt_loss_weight,
+        answer_choices=data.answer_choices,
+        template=config.template,
+        loss_impl=config.loss_impl,
+        loss_chunk_tokens=config.loss_chunk_tokens,
+        packing=config.packing,
+        max_length=config.max_length,
+        nonfinite=config.nonfinite,
+        completion_loss_weight=config.completion_loss_weight,
+        loss_normalization=config.loss_normalization,
+        prompt_sample_rate=config.prompt_sample_rate,
+        generated_accuracy=data.generated,
+        callbacks=callbacks,
+    )
+
+
+def can_share_untrained(config: RunConfig) -> bool:
+    """Whether a run may take its step-0 evaluation from a shared one (``plw sweep``) instead of evaluating.
+
+    Not with ``save_best`` or early stopping, whose bookkeeping starts at that evaluation.
+    """
+    return bool(config.eval_on_start and config.eval_data is not None) and not (
+        config.save_best or config.early_stopping_patience
+    )
+
+
+def shared_untrained_lines(folder: Path, plw: float) -> tuple[dict, dict | None]:
+    """The ``metrics.jsonl`` line (at PLW ``plw``) and ``predictions.jsonl`` line of a shared untrained evaluation."""
+    lines = [line for line in read_jsonl_lines(Path(folder) / "metrics.jsonl") if line.get("plw") == plw]
+    if not lines:
+        raise ConfigError(f"{folder}: no untrained evaluation at PLW {plw}")
+    predictions = read_jsonl_lines(Path(folder) / PREDICTIONS_FILE)
+    return lines[-1], predictions[-1] if predictions else None
+
+
+def train_run(
+    config: RunConfig,
+    progress: bool = True,
+    resume: bool = False,
+    overwrite: bool = False,
+    untrained: str | Path | None = None,
+) -> Path:
+    """Train one run; return its folder. Everything is validated before the model is loaded.
+
+    With ``resume``, a run that was interrupted continues from its last checkpoint (same data order and RNG state,
+    so the metrics equal those of an uninterrupted run); a run without a checkpoint starts again. With
+    ``untrained`` (a folder written by :func:`plw.evaluate.evaluate_untrained`), a fresh run takes its step-0
+    evaluation from there instead of evaluating the same untrained model again.
+    """
+    from .distributed import is_main_process
+
+    run_dir = config.run_dir
+    main = is_main_process()  # under `accelerate launch`, only rank 0 writes files and prints
+    checkpoint = check_resumable(config, resume, overwrite)
+    tokenizer = load_run_tokenizer(config)
+    data = prepare_data(config, tokenizer)
+    train_info, eval_info = data.report["train"], data.report["eval"]
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_config(config))
-        atomic_write_json(run_dir / "data_report.json", data_report)
+        atomic_write_json(run_dir / "data_report.json", data.report)
         print(f"[plw] train data: {_summary_line(train_info)}")
         if eval_info:
             print(f"[plw] eval data:  {_summary_line(eval_info)}")
-        for name, stats in packing_stats.items():
+        for name, stats in data.packing_stats.items():
             print(f"[plw] packing {name}: {stats.summary()}")
 
-    from .trainer import PLWTrainer
-
-    model = load_model(config.model, attn_implementation=config.attn_implementation)
-    if config.lora:
-        from transformers import set_seed
-
-        set_seed(config.seed)  # the adapter's random init: the same on every process and in every run of a config
-        model = apply_lora(model, config.lora)
+    model = load_run_model(config)
     args = training_arguments(config, run_dir)
     args.disable_tqdm = not progress
-    if eval_rows is None:
+    if data.eval_rows is None:
         args.eval_strategy = "no"
         args.eval_on_start = False
         args.load_best_model_at_end = False
@@ -312,32 +410,21 @@ def train_run(config: RunConfig, progress: bool = True, resume: bool = False, ov
         metrics_path.unlink(missing_ok=True)  # a fresh start
         metrics_path.with_name(PREDICTIONS_FILE).unlink(missing_ok=True)
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    if checkpoint is None and untrained is not None and can_share_untrained(config):
+        args.eval_on_start = False
+        if main:
+            line, predictions = shared_untrained_lines(Path(untrained), parse_plw(config.prompt_loss_weight).start)
+            append_jsonl(metrics_path, line)
+            if predictions:
+                append_jsonl(metrics_path.with_name(PREDICTIONS_FILE), predictions)
+            print(f"[plw] untrained evaluation: shared, from {untrained}")
     logger = MetricsJsonlCallback(metrics_path, lambda: trainer.current_plw(), lambda: trainer.last_row_outcomes)
     # transformers 5 reads the TensorBoard folder from the environment only.
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tb")
-    trainer = PLWTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_rows,
-        eval_dataset=eval_rows,
-        processing_class=tokenizer,
-        prompt_loss_weight=config.prompt_loss_weight,
-        answer_choices=answer_choices,
-        template=config.template,
-        loss_impl=config.loss_impl,
-        loss_chunk_tokens=config.loss_chunk_tokens,
-        packing=config.packing,
-        max_length=config.max_length,
-        nonfinite=config.nonfinite,
-        completion_loss_weight=config.completion_loss_weight,
-        loss_normalization=config.loss_normalization,
-        prompt_sample_rate=config.prompt_sample_rate,
-        generated_accuracy=generated,
-        callbacks=[logger.callback],
-    )
+    trainer = make_trainer(config, model, tokenizer, data, args, callbacks=[logger.callback])
     if main:
         print(f"[plw] loss: {trainer.loss_path()}")
-    if config.early_stopping_patience and eval_rows is not None:
+    if config.early_stopping_patience and data.eval_rows is not None:
         from transformers import EarlyStoppingCallback
 
         trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
@@ -349,7 +436,7 @@ def train_run(config: RunConfig, progress: bool = True, resume: bool = False, ov
         if main:
             write_state(run_dir, "failed", error=f"{type(err).__name__}: {err}", step=trainer.state.global_step)
         raise
-    if config.save_best and eval_rows is not None:
+    if config.save_best and data.eval_rows is not None:
         trainer.save_model(str(run_dir / "best"))  # every process: FSDP / ZeRO-3 gather the weights together
         trainer.accelerator.wait_for_everyone()  # no process still reads a checkpoint when rank 0 removes them
         if main:

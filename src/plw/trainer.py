@@ -419,6 +419,11 @@ class PLWTrainer(Trainer):
             "completion_mask": inputs["completion_mask"] * keep,
         }
 
+    def new_eval_metrics(self) -> StreamingMetrics:
+        """The accumulator of one evaluation, at the current PLW and completion weight (a hook: ``plw eval`` scores
+        several weights from one forward pass)."""
+        return StreamingMetrics(choice_token_ids=self.choice_token_ids, weights=self.current_weights())
+
     def evaluation_loop(
         self,
         dataloader: Any,
@@ -428,10 +433,13 @@ class PLWTrainer(Trainer):
         metric_key_prefix: str = "eval",
     ) -> EvalLoopOutput:
         """Stream the split metrics over ``dataloader``; no logits, predictions or per-token arrays are kept."""
+        # Iterating a DataLoader draws its base seed from torch's global CPU RNG: restored at the end, so training
+        # (e.g. its dropout) draws the same numbers whether or not, and however often, it was evaluated.
+        rng = torch.random.get_rng_state()
         model = self._eval_model()
         model.eval()
         self.callback_handler.eval_dataloader = dataloader
-        metrics = StreamingMetrics(choice_token_ids=self.choice_token_ids, weights=self.current_weights())
+        metrics = self.new_eval_metrics()
         for inputs in dataloader:
             inputs = self._drop_repeated_rows(self._prepare_inputs(inputs))
             batch = (inputs["input_ids"], inputs["prompt_mask"], inputs["completion_mask"], inputs.get("position_ids"))
@@ -459,6 +467,7 @@ class PLWTrainer(Trainer):
                 acc = self.accelerator
                 values.update(self.generated_accuracy.evaluate(unwrapped, acc.process_index, acc.num_processes))
             self.last_row_outcomes = merge_row_tables(self.last_row_outcomes, self.generated_accuracy.last)
+        torch.random.set_rng_state(rng)
         out = {f"{metric_key_prefix}_{k}": v for k, v in values.items()}
         if "weighted_loss" in values:
             out[f"{metric_key_prefix}_loss"] = values["weighted_loss"]
