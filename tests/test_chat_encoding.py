@@ -418,3 +418,26 @@ def test_plw_stats_stop_tokens(tmp_path, capsys):
     assert "EOS appended" not in capsys.readouterr().out
     assert main([*args, "--stop-tokens", "<|nope|>"]) == 2
     assert "'<|nope|>' is not a token of the tokenizer" in capsys.readouterr().err
+
+
+def test_the_run_key_stop_tokens_reaches_the_encoder_and_generation(tmp_path):
+    """``stop_tokens`` in a run config overrides the generation config in the rows of ``plw train`` and in the stop
+    tokens of the generated-answer evaluation; a bad one is a one-line config error."""
+    from plw.generation import GeneratedAccuracy
+    from plw.runner import prepare_rows
+
+    _, tok = _glm_folder("bpe", tmp_path / "tok")
+    data = tmp_path / "chat.jsonl"
+    data.write_text(json.dumps({"messages": QA}) + "\n")
+    ids = whole(tok, QA)[1]
+    header = tok.convert_tokens_to_ids("<|assistant|>")
+    rows, info, _ = prepare_rows(from_dict({"train_data": str(data)}), tok, "train")
+    assert rows[0]["input_ids"] == ids[:-1] + [tok.eos_token_id] and info["tail_cut"] == 1  # the generation config
+    keys = {"train_data": str(data), "stop_tokens": ["<|assistant|>"]}
+    rows, info, _ = prepare_rows(from_dict(keys), tok, "train")
+    assert rows[0]["input_ids"] == ids and info["tail_cut"] == 0 and info["eos_appended"] == 0
+    generated = GeneratedAccuracy.from_rows(rows, tok, stop_tokens=keys["stop_tokens"])
+    assert generated.stop_ids == {header, tok.eos_token_id}
+    assert GeneratedAccuracy.from_rows(rows, tok).stop_ids == set(tok.convert_tokens_to_ids(GLM_STOPS))
+    with pytest.raises(ConfigError, match="stop_tokens: 1.5 is neither a token string nor a token id"):
+        from_dict({"train_data": str(data), "stop_tokens": [1.5]})

@@ -83,6 +83,9 @@ class RunConfig:
     )
     add_eos: str = _f("auto", "auto | always | never: append EOS to a completion (auto: when no stop token ends it)")
     multi_turn: str = _f("last", "last | expand: train the last assistant turn, or one row per assistant turn")
+    stop_tokens: list | None = _f(
+        None, "tokens (strings or ids) a completion may end with; default: the model's generation_config.json"
+    )
     role_weights: dict | None = _f(
         None, "messages data: prompt weight per role {system, user, assistant, tool}, times plw (see plw.roles)"
     )
@@ -253,6 +256,12 @@ def _check_chat(config: RunConfig) -> None:
 
     _choice("add_eos", config.add_eos, ADD_EOS)
     _choice("multi_turn", config.multi_turn, MULTI_TURN)
+    from .data.stops import check_stop_tokens
+
+    try:
+        check_stop_tokens(config.stop_tokens)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     try:
         chat_options(config.chat_template, config.chat_template_kwargs)
     except (ValueError, OSError) as err:

@@ -143,12 +143,14 @@ class GeneratedAccuracy:
             self.rule = detect_rule([r.reference for r in self.rows], self.choices)
 
     @classmethod
-    def from_rows(cls, rows: Sequence[dict], tokenizer: Any, **kwargs: Any) -> GeneratedAccuracy:
-        """From encoded validation rows; the stop tokens are the model's (:func:`plw.data.stops.stop_ids`), else
-        the tokenizer's EOS."""
-        from .data.stops import stop_ids
+    def from_rows(
+        cls, rows: Sequence[dict], tokenizer: Any, stop_tokens: Sequence[str | int] | None = None, **kwargs: Any
+    ) -> GeneratedAccuracy:
+        """From encoded validation rows; the stop tokens are ``stop_tokens`` or else the model's
+        (:func:`plw.data.stops.stop_ids`), else the tokenizer's EOS."""
+        from .data.stops import check_stop_tokens, stop_ids
 
-        stops = stop_ids(tokenizer)
+        stops = stop_ids(tokenizer, check_stop_tokens(stop_tokens))
         if stops is None:
             eos = getattr(tokenizer, "eos_token_id", None)
             stops = frozenset([eos] if eos is not None else [])

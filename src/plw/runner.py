@@ -52,7 +52,7 @@ def prepare_rows(config: RunConfig, tokenizer: Any, which: str) -> tuple[list[di
     loaded = load_records(spec)
     limit = config.max_train_rows if which == "train" else config.max_eval_rows
     records, names = loaded.records[:limit], loaded.names[:limit]
-    chat = {k: getattr(config, k) for k in ("chat_template", "chat_template_kwargs", "add_eos", "multi_turn")}
+    chat = {k: getattr(config, k) for k in ("chat_template", "chat_template_kwargs", "add_eos", "multi_turn", "stop_tokens")}
     rows, report = encode_records(
         tokenizer, records, config.max_length, config.truncation, config.template, names=names, **chat
     )
@@ -275,6 +275,7 @@ def prepare_data(config: RunConfig, tokenizer: Any, train: bool = True) -> RunDa
             rule=config.eval_answer_rule,
             choices=[str(c) for c in answer_choices] if answer_choices else None,
             batch_size=config.eval_batch_size,
+            stop_tokens=config.stop_tokens,
         )
     report: dict[str, Any] = {"train": train_info, "eval": eval_info}
     packing_stats: dict[str, Any] = {}
