@@ -52,7 +52,10 @@ def prepare_rows(config: RunConfig, tokenizer: Any, which: str) -> tuple[list[di
     loaded = load_records(spec)
     limit = config.max_train_rows if which == "train" else config.max_eval_rows
     records, names = loaded.records[:limit], loaded.names[:limit]
-    chat = {k: getattr(config, k) for k in ("chat_template", "chat_template_kwargs", "add_eos", "multi_turn", "stop_tokens")}
+    chat = {
+        k: getattr(config, k)
+        for k in ("chat_template", "chat_template_kwargs", "add_eos", "multi_turn", "stop_tokens")
+    }
     rows, report = encode_records(
         tokenizer, records, config.max_length, config.truncation, config.template, names=names, **chat
     )
