@@ -99,3 +99,18 @@ def test_spectrum_finding_uses_the_row_level_loss_test(tmp_path):
     assert c.paired_loss.p_value == pytest.approx(2 / 256, abs=0.002)
     assert c.finding.startswith("PLW 0 had lower completion loss than PLW 1 (PLW 0 1.3750")
     assert "rows lower for PLW 0: 8" in c.finding and "in 2 of 2 seeds" not in c.finding
+
+
+def test_a_monte_carlo_p_at_its_floor_is_printed_as_a_bound():
+    """No sign pattern of 100,000 draws as extreme as 100 rows all lower: the p is below the resolution of the
+    draws, so the report says ``p <= 1e-05``, not ``p = 1e-05``."""
+    from plw.uncertainty import compare_row_losses
+    from plw.verdicts import describe_loss
+
+    a = {i: 0.1 + 0.001 * i for i in range(100)}
+    b = {i: 0.5 + 0.002 * i for i in range(100)}
+    c = compare_row_losses([a], [b])
+    assert c.p_value == 1 / 100_001
+    assert "row-level p <= 1e-05" in describe_loss(c, "PLW 0", "PLW 1")
+    close = compare_row_losses([a], [{i: v + (0.01 if i % 2 else -0.01) for i, v in a.items()}])
+    assert "row-level p = " in describe_loss(close, "PLW 0", "PLW 1")

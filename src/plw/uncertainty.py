@@ -210,6 +210,15 @@ def sign_flip_p(diffs: Sequence[float], scale: int = 1, seed: int = 0) -> float:
     return (1 + hits) / (1 + PERMUTATION_RESAMPLES)
 
 
+MONTE_CARLO_FLOOR = 1 / (1 + PERMUTATION_RESAMPLES)  # the smallest p the Monte Carlo branch can return
+
+
+def p_text(p: float) -> str:
+    """``p = 0.023``, or ``p <= 1e-05`` at the Monte Carlo floor (no draw was as extreme: the p is below what the
+    draws can resolve, not equal to it)."""
+    return f"p <= {MONTE_CARLO_FLOOR:.2g}" if p <= MONTE_CARLO_FLOOR * (1 + 1e-9) else f"p = {p:.2g}"
+
+
 @dataclass(frozen=True)
 class RowComparison:
     """Two settings (A, B) on the same evaluation rows, each row's outcome a mean over the ``seeds`` matched seeds.

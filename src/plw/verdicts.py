@@ -30,6 +30,7 @@ from .uncertainty import (
     binomial_two_sided,
     compare_row_losses,
     compare_rows,
+    p_text,
     paired,
     spearman,
 )
@@ -332,7 +333,7 @@ def describe_loss(c: LossComparison, name_a: str, name_b: str) -> str:
         f"{name_a} {c.mean_a:.4f} [{c.interval_a[0]:.4f}, {c.interval_a[1]:.4f}] vs {name_b} {c.mean_b:.4f} "
         f"[{c.interval_b[0]:.4f}, {c.interval_b[1]:.4f}] mean completion loss on {rows_text(c)}; difference "
         f"{c.difference:+.4f} [{lo:+.4f}, {hi:+.4f}]; rows lower for {name_a}: {c.a_lower}, for {name_b}: "
-        f"{c.b_lower}; row-level p = {c.p_value:.2g}"
+        f"{c.b_lower}; row-level {p_text(c.p_value)}"
     )
 
 
