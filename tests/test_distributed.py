@@ -13,9 +13,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,6 +22,7 @@ import torch.nn.functional as F
 
 from plw.data.encode import encode
 from plw.data.synthetic import make_synthetic_mcqa
+from tests.processes import free_port, run_tree
 
 HERE = Path(__file__).resolve().parent
 PLW = 0.3
@@ -41,12 +39,6 @@ def _load_worker():
 
 
 worker = _load_worker()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _weight_sum(rows: list[dict]) -> float:
@@ -107,7 +99,7 @@ def accelerate_launch(target: list[str], workdir: Path, timeout: int = 300) -> s
         "--mixed_precision=no",
         "--dynamo_backend=no",
         "--main_process_ip=127.0.0.1",
-        f"--main_process_port={_free_port()}",
+        f"--main_process_port={free_port()}",
         *target,
     ]
     env = {
@@ -119,23 +111,7 @@ def accelerate_launch(target: list[str], workdir: Path, timeout: int = 300) -> s
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }
-    proc = subprocess.Popen(
-        cmd,
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers
-        out, _ = proc.communicate()
-        pytest.fail(f"2-process run timed out after {timeout} s:\n{out[-4000:]}")
-    assert proc.returncode == 0, f"2-process run failed:\n{out[-6000:]}"
-    return out
+    return run_tree(cmd, env, timeout, "2-process run", cwd=workdir)
 
 
 def launch_two_processes(job: dict, job_dir: Path) -> list[dict]:

@@ -25,8 +25,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -34,6 +32,7 @@ import pytest
 import yaml
 
 from plw.data.synthetic import make_synthetic_mcqa
+from tests.processes import free_port, run_tree
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE.parent / "configs" / "accelerate"
@@ -60,29 +59,6 @@ def _deepspeed_missing() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def kill_tree(pid: int) -> None:
-    """SIGKILL a process and every descendant (launchers start their workers in new sessions)."""
-    import psutil
-
-    try:
-        parent = psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return
-    family = [*parent.children(recursive=True), parent]
-    for proc in family:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(family, timeout=10)
-
-
 def cpu_config(engine: str, folder: Path) -> Path:
     """The repository's accelerate config for ``engine``, set for CPU processes without mixed precision."""
     config = yaml.safe_load((CONFIGS / f"{engine}.yaml").read_text())
@@ -103,7 +79,7 @@ def launch(engine: str, job_dir: Path) -> str:
         str(cpu_config(engine, job_dir)),
         "--num_processes=2",
         "--main_process_ip=127.0.0.1",
-        f"--main_process_port={_free_port()}",
+        f"--main_process_port={free_port()}",
         str(HERE / "engine_worker.py"),
         str(job_dir),
     ]
@@ -118,17 +94,7 @@ def launch(engine: str, job_dir: Path) -> str:
         "TOKENIZERS_PARALLELISM": "false",
         "PYTHONPATH": os.pathsep.join([str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")]),
     }
-    proc = subprocess.Popen(
-        cmd, cwd=job_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
-    try:
-        out, _ = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        kill_tree(proc.pid)
-        out, _ = proc.communicate()
-        pytest.fail(f"{engine}: 2-process run timed out after {TIMEOUT_S} s (hang?):\n{out[-4000:]}")
-    assert proc.returncode == 0, f"{engine}: 2-process run failed:\n{out[-6000:]}"
-    return out
+    return run_tree(cmd, env, TIMEOUT_S, f"{engine}: 2-process run", cwd=job_dir)
 
 
 # ---- the runs ----------------------------------------------------------------------------------------------------
@@ -451,24 +417,10 @@ def test_fsdp2_loss_gradient_and_evaluation_equal_one_process(tmp_path, tokenize
         "eval_zero": [[False, False], [False, True]],
     }
     (tmp_path / "job.json").write_text(json.dumps(job))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "MASTER_ADDR": "127.0.0.1"}
     env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent / "src"), str(HERE.parent), env.get("PYTHONPATH", "")])
-    proc = subprocess.Popen(
-        [*cmd, str(HERE / "fsdp2_worker.py"), str(tmp_path)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        kill_tree(proc.pid)
-        out, _ = proc.communicate()
-        pytest.fail(f"FSDP2 run timed out after {TIMEOUT_S} s (hang?):\n{out[-4000:]}")
-    assert proc.returncode == 0, out[-6000:]
+    run_tree([*cmd, str(HERE / "fsdp2_worker.py"), str(tmp_path)], env, TIMEOUT_S, "FSDP2 run")
     two = torch.load(tmp_path / "out.pt")
 
     from transformers import LlamaConfig, LlamaForCausalLM

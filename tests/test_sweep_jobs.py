@@ -12,6 +12,7 @@ import yaml
 
 from plw.cli import main
 from tests.conftest import save_tiny_model
+from tests.processes import children_deadline, kill_all, kill_tree
 
 TIMING = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
 
@@ -86,7 +87,8 @@ def test_jobs_2_equals_jobs_1_and_a_failed_run_is_named(tiny_lora, one_thread_sw
     blocked.parent.mkdir(parents=True)
     blocked.write_text("not a folder: this run cannot start")
     capsys.readouterr()
-    assert main(["sweep", two, "--plw", "1,0.5,0", "--jobs", "2", "--no-progress"]) == 1
+    with children_deadline(300):
+        assert main(["sweep", two, "--plw", "1,0.5,0", "--jobs", "2", "--no-progress"]) == 1
     out = capsys.readouterr()
     assert "in flight: plw=1, plw=0.5" in out.out
     assert "plw=0.5 FAILED" in out.out and "1 run(s) failed: plw=0.5" in out.err
@@ -215,7 +217,6 @@ def test_untrained_evaluation_ran_once(tiny_lora, tmp_path, monkeypatch):
 
 def test_ctrl_c_stops_every_run(tiny_lora, tmp_path):
     """SIGINT to `plw sweep --jobs 2` ends both training processes (each in its own session) and the sweep."""
-    import contextlib
     import os
     import signal
     import subprocess
@@ -248,11 +249,8 @@ def test_ctrl_c_stops_every_run(tiny_lora, tmp_path):
         gone, alive = psutil.wait_procs(trees, timeout=30)
         assert not alive
     finally:  # whatever failed, leave nothing running
-        for process in trees:
-            with contextlib.suppress(psutil.Error):
-                process.kill()
-        if sweep.poll() is None:
-            os.killpg(sweep.pid, signal.SIGKILL)
+        kill_tree(sweep.pid)
+        kill_all(trees)
 
 
 def test_submitit_local_trains_and_reports(tiny_lora, one_thread_sweep, tmp_path, monkeypatch, capsys):
@@ -263,12 +261,13 @@ def test_submitit_local_trains_and_reports(tiny_lora, one_thread_sweep, tmp_path
     config = write_config(tmp_path / "c.yaml", dict(tiny_lora, output_dir=str(tmp_path)))
     args = ["sweep", config, "--plw", "1,0", "--launcher", "submitit-local", "--no-progress"]
     capsys.readouterr()
-    assert main([*args, "--no-wait"]) == 0
-    out = capsys.readouterr().out
-    assert "submitted 2 job(s) (submitit-local): plw=1, plw=0" in out
-    assert "queued or running; run the same command again" in out
+    with children_deadline(300):  # the jobs run as children of this process
+        assert main([*args, "--no-wait"]) == 0
+        out = capsys.readouterr().out
+        assert "submitted 2 job(s) (submitit-local): plw=1, plw=0" in out
+        assert "queued or running; run the same command again" in out
+        assert main(args) == 0
     sweep = tmp_path / "jobs"
-    assert main(args) == 0
     out = capsys.readouterr().out
     assert "submitted" not in out  # the jobs of the first call were collected, not submitted again
     assert (sweep / "report.md").exists()
