@@ -296,12 +296,11 @@ def accuracy_finding(c: Comparison) -> str:
     return f"its {c.accuracy_metric} was not distinguishable from {ref}'s ({numbers})"
 
 
-def paired_json(p: RowComparison | None) -> dict[str, Any] | None:
-    """A row-level comparison as findings.json stores it (rows are evaluation rows; seeds are nested in them)."""
-    if p is None:
-        return None
+def _comparison_json(p: RowComparison | LossComparison, test: str) -> dict[str, Any]:
+    """What every row-level comparison stores in findings.json: the test, the sizes, both means with intervals and
+    the difference with its interval."""
     return {
-        "test": ROW_TEST,
+        "test": test,
         "rows": p.rows,
         "seeds": p.seeds,
         "mean": p.mean_a,
@@ -310,6 +309,15 @@ def paired_json(p: RowComparison | None) -> dict[str, Any] | None:
         "reference_interval": list(p.interval_b),
         "difference": p.difference,
         "difference_interval": list(p.difference_interval),
+    }
+
+
+def paired_json(p: RowComparison | None) -> dict[str, Any] | None:
+    """A row-level comparison as findings.json stores it (rows are evaluation rows; seeds are nested in them)."""
+    if p is None:
+        return None
+    return {
+        **_comparison_json(p, ROW_TEST),
         "rows_better": p.a_better,
         "rows_worse": p.b_better,
         "right_per_seed": [list(t) for t in p.per_seed],
@@ -323,15 +331,7 @@ def loss_json(p: LossComparison | None) -> dict[str, Any] | None:
     if p is None:
         return None
     return {
-        "test": ROW_LOSS_TEST,
-        "rows": p.rows,
-        "seeds": p.seeds,
-        "mean": p.mean_a,
-        "interval": list(p.interval_a),
-        "reference_mean": p.mean_b,
-        "reference_interval": list(p.interval_b),
-        "difference": p.difference,
-        "difference_interval": list(p.difference_interval),
+        **_comparison_json(p, ROW_LOSS_TEST),
         "rows_lower": p.a_lower,
         "rows_higher": p.b_lower,
         "p_value": p.p_value,

@@ -244,17 +244,24 @@ class RowComparison:
         return self.mean_a - self.mean_b
 
 
+def _matched_rows(
+    a_by_seed: Sequence[dict[int, float]], b_by_seed: Sequence[dict[int, float]], caller: str
+) -> tuple[dict[int, float], dict[int, float], list[int], list[float]]:
+    """A's and B's row means over matched seeds on the rows both have, those rows (sorted) and A - B per row."""
+    if len(a_by_seed) != len(b_by_seed) or not a_by_seed:
+        raise ValueError(f"{caller} needs the same number (at least one) of seeds on both sides")
+    a, b = row_means(a_by_seed), row_means(b_by_seed)
+    rows = sorted(set(a) & set(b))
+    a, b = {r: a[r] for r in rows}, {r: b[r] for r in rows}
+    return a, b, rows, [a[r] - b[r] for r in rows]
+
+
 def compare_rows(a_by_seed: Sequence[dict[int, float]], b_by_seed: Sequence[dict[int, float]]) -> RowComparison:
     """Compare A and B (per-row outcomes, one dict per seed, the seeds in matched order) on the rows all have:
     :func:`sign_flip_p` on the rows' mean differences, intervals by :func:`accuracy_interval` and, for the
     difference, by :func:`row_bootstrap` (Wilson does not apply to a difference)."""
-    if len(a_by_seed) != len(b_by_seed) or not a_by_seed:
-        raise ValueError("compare_rows needs the same number (at least one) of seeds on both sides")
-    a, b = row_means(a_by_seed), row_means(b_by_seed)
-    rows = sorted(set(a) & set(b))
-    a, b = {r: a[r] for r in rows}, {r: b[r] for r in rows}
+    a, b, rows, diffs = _matched_rows(a_by_seed, b_by_seed, "compare_rows")
     seeds = len(a_by_seed)
-    diffs = [a[r] - b[r] for r in rows]
     values = {o[r] for side in (a_by_seed, b_by_seed) for o in side for r in rows}
     n = len(rows)
     return RowComparison(
@@ -307,11 +314,7 @@ def compare_row_losses(a_by_seed: Sequence[dict[int, float]], b_by_seed: Sequenc
     """Compare A's and B's per-row losses (one dict row id -> loss per seed, seeds in matched order) on the rows all
     have: :func:`sign_flip_p` on the rows' mean differences (losses are not multiples of ``1 / seeds``: the Monte
     Carlo branch), :func:`row_bootstrap` intervals (Wilson applies to shares, not to losses)."""
-    if len(a_by_seed) != len(b_by_seed) or not a_by_seed:
-        raise ValueError("compare_row_losses needs the same number (at least one) of seeds on both sides")
-    a, b = row_means(a_by_seed), row_means(b_by_seed)
-    rows = sorted(set(a) & set(b))
-    diffs = [a[r] - b[r] for r in rows]
+    a, b, rows, diffs = _matched_rows(a_by_seed, b_by_seed, "compare_row_losses")
     n = len(rows)
     return LossComparison(
         rows=n,
