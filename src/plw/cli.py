@@ -278,6 +278,22 @@ def _spectrum(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lr_control_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", metavar="FOLDER", help="the study folder: lr=X/plw=V/seed=S/ runs, each with heldout/")
+    p.add_argument("--command", dest="reproduce", help="the command that reproduces the study, quoted in report.md")
+
+
+def _lr_control(args: argparse.Namespace) -> int:
+    from .lr_control import write_report
+
+    try:
+        report = write_report(args.folder, args.reproduce)
+    except ValueError as err:
+        raise CLIError(str(err)) from err
+    print(f"[plw] wrote {report}, {report.with_name('findings.json')}")
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "train": ("train one run from a YAML config", _train_args, _train),
     "sweep": ("train one run per prompt-loss-weight, then compare them (figures, report.md)", _sweep_args, _sweep),
@@ -292,6 +308,11 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
         "set PLW sweeps of several datasets side by side by Rg: spectrum.png, report.md, findings.json",
         _spectrum_args,
         _spectrum,
+    ),
+    "lr-control": (
+        "compare PLWs each at its own learning rate, chosen on selection rows: report.md, findings.json",
+        _lr_control_args,
+        _lr_control,
     ),
 }
 

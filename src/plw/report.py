@@ -129,6 +129,41 @@ def headline(runs: list[Run], acc: str) -> list[str]:
     return out
 
 
+def ordering_lines(runs: list[Run], acc: str, rule: str = "final") -> list[str]:
+    """The answer to "how much": the PLWs ranked by accuracy at ``rule`` with their intervals, and the most
+    accurate one against every other by the row-level paired test (:func:`plw.verdicts.ordering`)."""
+    from .verdicts import ALPHA, ordering
+
+    o = ordering(runs, acc, rule)
+    if o is None:
+        return []
+    groups = {label: group for label, _, group in group_by_plw(runs)}
+    ranked = ", ".join(
+        f"{label} {format_accuracy(rule_accuracy(groups[label], acc, rule), len(groups[label]))}"
+        for label, _ in o.ranked
+    )
+    c0 = o.against_best[0][1]
+    size = f"{c0.rows} rows x {c0.seeds} seeds" if c0.seeds > 1 else f"{c0.rows} rows, one seed"
+    tied = [
+        f"{label} (p = {c.p_value:.2g})" if c.informative else f"{label} (the same outcome on every row)"
+        for label, c in o.against_best
+        if label in o.tied_with_best()
+    ]
+    worse = [
+        f"{label} ({100 * c.difference:+.1f} points [{100 * c.difference_interval[0]:+.1f}, "
+        f"{100 * c.difference_interval[1]:+.1f}], p = {c.p_value:.2g})"
+        for label, c in o.against_best
+        if label not in o.tied_with_best()
+    ]
+    text = f"- **Ordering** by {rule} {metric_name(acc)} on {size}, most accurate first: {ranked}. "
+    if tied:
+        text += f"The most accurate, {o.best}, cannot be told apart (p >= {ALPHA:g}) from {', '.join(tied)}"
+        text += f"; it is more accurate than {', '.join(worse)}." if worse else "."
+    else:
+        text += f"The most accurate, {o.best}, is more accurate than every other: {', '.join(worse)}."
+    return [text]
+
+
 def loss_lines(runs: list[Run]) -> list[str]:
     """One line per PLW against the largest on the per-row completion loss at the final evaluation (row-level test,
     :func:`plw.verdicts.losses_against_largest`); none without per-row losses."""
@@ -172,7 +207,8 @@ def render_report(runs: list[Run], figures: dict[str, str], command: str | None 
     ]
     losses = loss_lines(runs)
     if acc or losses:
-        lines += ["## What this sweep shows", "", *(headline(runs, acc) if acc else []), *losses, ""]
+        opening = [*ordering_lines(runs, acc), *headline(runs, acc)] if acc else []
+        lines += ["## What this sweep shows", "", *opening, *losses, ""]
     if losses:
         lines += ["## Completion loss per row, paired, at the final evaluation", "", f"Test: {ROW_LOSS_TEST}.", ""]
         lines += [f"- {line.removeprefix('- At the end of training ')}" for line in losses]

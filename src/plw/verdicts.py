@@ -371,6 +371,18 @@ def losses_against_largest(runs: list[Run], rule: str = "final") -> list[tuple[s
     return out
 
 
+def compare_groups(a: list[Run], b: list[Run], acc: str, rule: str) -> RowComparison | None:
+    """Two PLW groups paired on rows at ``rule``'s checkpoint over their matched seeds; None without per-row
+    outcomes or matched seeds."""
+    picks = []
+    for s, g in matched_seeds(a, b):
+        line_a, line_b = checkpoint_lines(s, acc)[rule], checkpoint_lines(g, acc)[rule]
+        if not (line_a and line_b):
+            return None
+        picks.append((s, line_a["step"], g, line_b["step"]))
+    return compare_at(picks, acc)
+
+
 def paired_against_largest(
     runs: list[Run], acc: str | None, rule: str = "completion-loss minimum"
 ) -> list[tuple[str, str, RowComparison]]:
@@ -381,17 +393,50 @@ def paired_against_largest(
     large_label, _, large = groups[0]
     out = []
     for label, _, group in groups[1:]:
-        picks = []
-        for s, g in matched_seeds(group, large):
-            a, b = checkpoint_lines(s, acc)[rule], checkpoint_lines(g, acc)[rule]
-            if not (a and b):
-                break
-            picks.append((s, a["step"], g, b["step"]))
-        else:
-            c = compare_at(picks, acc)
-            if c is not None:
-                out.append((label, large_label, c))
+        c = compare_groups(group, large, acc, rule)
+        if c is not None:
+            out.append((label, large_label, c))
     return out
+
+
+@dataclass(frozen=True)
+class Ordering:
+    """The PLWs ranked by mean accuracy at one checkpoint rule, and the most accurate one against each other."""
+
+    ranked: list[tuple[str, float]]  # (label, mean accuracy over seeds), best first
+    against_best: list[tuple[str, RowComparison]]  # every other PLW: (label, best vs it), in ranked order
+
+    @property
+    def best(self) -> str:
+        return self.ranked[0][0]
+
+    def tied_with_best(self) -> list[str]:
+        """The PLWs the row-level test cannot tell apart from the best (p >= ALPHA, or a metric equal everywhere)."""
+        return [label for label, c in self.against_best if not c.informative or c.p_value >= ALPHA]
+
+
+def ordering(runs: list[Run], acc: str | None, rule: str = "final") -> Ordering | None:
+    """Rank the PLWs (matched seeds, per-row outcomes) by accuracy at ``rule``'s checkpoint and pair the most
+    accurate with every other; ties in the mean keep the larger PLW first. None with fewer than two PLWs or
+    without per-row outcomes."""
+    groups = numeric_groups(runs)
+    if not acc or len(groups) < 2:
+        return None
+    means = []
+    for label, _, group in groups:
+        values = [(checkpoint_lines(r, acc)[rule] or {}).get(acc) for r in group]
+        if any(not isinstance(v, (int, float)) for v in values):
+            return None
+        means.append((label, sum(values) / len(values), group))
+    ranked = sorted(means, key=lambda m: -m[1])  # stable: equal means keep the larger PLW first
+    best_group = ranked[0][2]
+    against = []
+    for label, _, group in ranked[1:]:
+        c = compare_groups(best_group, group, acc, rule)
+        if c is None:
+            return None
+        against.append((label, c))
+    return Ordering([(label, mean) for label, mean, _ in ranked], against)
 
 
 def verdicts(runs: list[Run]) -> list[Verdict]:
@@ -404,6 +449,8 @@ __all__: list[Any] = [
     "Verdict",
     "verdicts",
     "paired_against_largest",
+    "Ordering",
+    "ordering",
     "losses_against_largest",
     "describe",
     "describe_loss",
