@@ -62,7 +62,10 @@ def test_ordering_ranks_by_mean_and_tests_the_best_against_each_other(tmp_path):
     assert o.tied_with_best() == ["PLW 0"]
     text = ordering_lines(runs, "eval_generated_accuracy")[0]
     assert "PLW 0.1 90.0%" in text and text.index("PLW 0.1") < text.index("PLW 0 ") < text.index("PLW 1 ")
-    assert "cannot be told apart (p >= 0.05) from PLW 0 (p = 0.5)" in text
+    assert (
+        "Paired on 20 rows, one seed, the most accurate, PLW 0.1, cannot be told apart (p >= 0.05) from PLW 0 (p = 0.5)"
+        in text
+    )
     assert "more accurate than PLW 1 (+60.0 points" in text
 
 
@@ -130,3 +133,15 @@ def test_report_compares_each_plw_at_its_chosen_rate(tmp_path):
 def test_an_empty_folder_is_a_clear_error(tmp_path, capsys):
     assert main(["lr-control", str(tmp_path)]) == 2
     assert "no runs under lr=*/" in capsys.readouterr().err
+
+
+def test_ordering_names_each_comparisons_seeds_when_groups_differ(tmp_path):
+    # PLW 0 and 0.1 have seeds 1-3, PLW 1 seeds 1-2: each pair is made on the seeds both have.
+    runs = [write_folder(tmp_path / f"p0-s{s}", 0.0, s, set(range(9)), 10) for s in (1, 2, 3)]
+    runs += [write_folder(tmp_path / f"p01-s{s}", 0.1, s, set(range(8)), 10) for s in (1, 2, 3)]
+    runs += [write_folder(tmp_path / f"p1-s{s}", 1.0, s, set(range(2)), 10) for s in (1, 2)]
+    text = ordering_lines(runs, "eval_generated_accuracy")[0]
+    assert "Paired on the seeds each pair shares, the most accurate, PLW 0," in text
+    assert "PLW 0.1 (p = 1, 10 rows x 3 seeds)" in text
+    # PLW 0 vs 1 over seeds 1-2: rows 2-8 right at PLW 0 in both seeds, wrong at PLW 1: 7 rows, p = 2 * 0.5**7.
+    assert f"p = {2 * 0.5**7:.2g}, 10 rows x 2 seeds)" in text

@@ -132,7 +132,7 @@ def headline(runs: list[Run], acc: str) -> list[str]:
 def ordering_lines(runs: list[Run], acc: str, rule: str = "final") -> list[str]:
     """The answer to "how much": the PLWs ranked by accuracy at ``rule`` with their intervals, and the most
     accurate one against every other by the row-level paired test (:func:`plw.verdicts.ordering`)."""
-    from .verdicts import ALPHA, ordering
+    from .verdicts import ALPHA, ordering, rows_text
 
     o = ordering(runs, acc, rule)
     if o is None:
@@ -142,25 +142,27 @@ def ordering_lines(runs: list[Run], acc: str, rule: str = "final") -> list[str]:
         f"{label} {format_accuracy(rule_accuracy(groups[label], acc, rule), len(groups[label]))}"
         for label, _ in o.ranked
     )
-    c0 = o.against_best[0][1]
-    size = f"{c0.rows} rows x {c0.seeds} seeds" if c0.seeds > 1 else f"{c0.rows} rows, one seed"
+    sizes = {rows_text(c) for _, c in o.against_best}
+    # Groups with different seeds are paired on the seeds they share: then each comparison names its own size.
+    own = (lambda c: f", {rows_text(c)}") if len(sizes) > 1 else (lambda c: "")
     tied = [
-        f"{label} (p = {c.p_value:.2g})" if c.informative else f"{label} (the same outcome on every row)"
+        f"{label} (p = {c.p_value:.2g}{own(c)})" if c.informative else f"{label} (the same outcome on every row)"
         for label, c in o.against_best
         if label in o.tied_with_best()
     ]
     worse = [
         f"{label} ({100 * c.difference:+.1f} points [{100 * c.difference_interval[0]:+.1f}, "
-        f"{100 * c.difference_interval[1]:+.1f}], p = {c.p_value:.2g})"
+        f"{100 * c.difference_interval[1]:+.1f}], p = {c.p_value:.2g}{own(c)})"
         for label, c in o.against_best
         if label not in o.tied_with_best()
     ]
-    text = f"- **Ordering** by {rule} {metric_name(acc)} on {size}, most accurate first: {ranked}. "
+    paired_on = f" on {sizes.pop()}" if len(sizes) == 1 else " on the seeds each pair shares"
+    text = f"- **Ordering** by {rule} {metric_name(acc)}, most accurate first: {ranked}. Paired{paired_on}, "
     if tied:
-        text += f"The most accurate, {o.best}, cannot be told apart (p >= {ALPHA:g}) from {', '.join(tied)}"
+        text += f"the most accurate, {o.best}, cannot be told apart (p >= {ALPHA:g}) from {', '.join(tied)}"
         text += f"; it is more accurate than {', '.join(worse)}." if worse else "."
     else:
-        text += f"The most accurate, {o.best}, is more accurate than every other: {', '.join(worse)}."
+        text += f"the most accurate, {o.best}, is more accurate than every other: {', '.join(worse)}."
     return [text]
 
 
