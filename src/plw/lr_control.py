@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .analysis import Run, accuracy_key, format_plw, load_run, metric_name
+from .analysis import Run, accuracy_key, format_plw, load_run, metric_name, rule_accuracy
 from .report import find_runs, format_accuracy, ordering_lines
 from .runio import atomic_write_text
+from .verdicts import Ordering, ordering
 
 SELECTION_RULE = (
     "each PLW's learning rate is the one whose run has the highest accuracy at its final evaluation on the selection "
@@ -107,8 +108,6 @@ def _rows(run: Run | None) -> str:
 
 def render(folder: str | Path, command: str | None = None) -> tuple[str, dict[str, Any]]:
     """The markdown report of a learning-rate control and its findings (JSON-ready)."""
-    from .analysis import rule_accuracy
-
     folder = Path(folder)
     trials = find_trials(folder)
     if not trials:
@@ -154,26 +153,25 @@ def render(folder: str | Path, command: str | None = None) -> tuple[str, dict[st
     lines += ["## Each PLW at its chosen learning rate, on the held-out rows", ""]
     if held_acc and len(chosen_runs) == len(picks) >= 2:
         chosen = ", ".join(f"PLW {format_plw(p)}: {t.learning_rate:g}" for p, t in sorted(picks.items(), reverse=True))
-        lines += [f"Chosen learning rates: {chosen}.", "", *ordering_lines(chosen_runs, held_acc), ""]
-        findings["at_chosen"] = _ordering_json(chosen_runs, held_acc)
+        o = ordering(chosen_runs, held_acc, "final")
+        lines += [f"Chosen learning rates: {chosen}.", "", *ordering_lines(chosen_runs, held_acc, o=o), ""]
+        findings["at_chosen"] = _ordering_json(o, held_acc)
     else:
         lines += ["Not measured: a PLW has no chosen run with a held-out evaluation.", ""]
     lines += ["## Each learning rate on its own, on the held-out rows", ""]
     findings["by_learning_rate"] = {}
     for rate in rates:
         runs = [t.heldout for t in trials if t.learning_rate == rate and t.heldout is not None and t.final()]
-        text = ordering_lines(runs, held_acc) if held_acc and len(runs) >= 2 else []
+        o = ordering(runs, held_acc, "final") if held_acc and len(runs) >= 2 else None
+        text = ordering_lines(runs, held_acc, o=o) if o is not None else []
         lines.append(f"- Learning rate {rate:g}: " + (text[0].removeprefix("- ") if text else "fewer than two runs."))
         if text:
-            findings["by_learning_rate"][f"{rate:g}"] = _ordering_json(runs, held_acc)
+            findings["by_learning_rate"][f"{rate:g}"] = _ordering_json(o, held_acc)
     lines.append("")
     return "\n".join(lines), findings
 
 
-def _ordering_json(runs: list[Run], acc: str) -> dict[str, Any]:
-    from .verdicts import ordering
-
-    o = ordering(runs, acc, "final")
+def _ordering_json(o: Ordering | None, acc: str) -> dict[str, Any]:
     if o is None:
         return {}
     return {

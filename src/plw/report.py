@@ -129,12 +129,13 @@ def headline(runs: list[Run], acc: str) -> list[str]:
     return out
 
 
-def ordering_lines(runs: list[Run], acc: str, rule: str = "final") -> list[str]:
+def ordering_lines(runs: list[Run], acc: str, rule: str = "final", o: Any = None) -> list[str]:
     """The answer to "how much": the PLWs ranked by accuracy at ``rule`` with their intervals, and the most
-    accurate one against every other by the row-level paired test (:func:`plw.verdicts.ordering`)."""
+    accurate one against every other by the row-level paired test (:func:`plw.verdicts.ordering`; pass ``o`` when
+    the caller already computed it for these runs)."""
     from .verdicts import ALPHA, ordering, rows_text
 
-    o = ordering(runs, acc, rule)
+    o = o if o is not None else ordering(runs, acc, rule)
     if o is None:
         return []
     groups = {label: group for label, _, group in group_by_plw(runs)}
