@@ -116,6 +116,58 @@ def test_no_measured_basis(rg, comparisons, expected):
     assert line.startswith(f"Suggested prompt_loss_weight: {expected}"), line
 
 
+def loss_comparison(plw, against, mean, ref, p, rows=40, seeds=3):
+    """A comparison whose accuracy is 0% everywhere (not informative) and whose per-row completion losses were
+    tested."""
+    c = comparison(plw, against, 0.0, 0.0, 1.0, rows=rows, seeds=seeds, informative=False)
+    c["paired_loss"] = {
+        "rows": rows,
+        "seeds": seeds,
+        "mean": mean,
+        "interval": [mean - 0.01, mean + 0.01],
+        "reference_mean": ref,
+        "reference_interval": [ref - 0.01, ref + 0.01],
+        "difference": mean - ref,
+        "p_value": p,
+    }
+    return c
+
+
+def test_long_completions_are_advised_on_the_row_level_completion_loss():
+    f = findings([])
+    f["datasets"][1]["comparisons"] = [
+        loss_comparison(0.1, 1.0, 0.98, 1.04, 0.001),
+        loss_comparison(0.0, 1.0, 0.97, 1.04, 0.0002),
+        loss_comparison(0.5, 1.0, 1.10, 1.04, 0.001),  # significant, but higher: never suggested
+    ]
+    f["datasets"][1]["pairwise"] = [loss_comparison(0.0, 0.1, 0.97, 0.98, 0.3)]
+    line = suggest_plw(1.4, f)  # the lowest first in the evidence, the values from large to small
+    assert line == (
+        "Suggested prompt_loss_weight: 0.1 or 0 (measured values the data cannot choose between: PLW 0 0.97 "
+        "[0.96, 0.98] vs PLW 0.1 0.98 [0.97, 0.99] mean completion loss on 40 rows x 3 seeds, row-level p = 0.3), "
+        "on completion loss (its accuracy was not informative). It rests on long (Rg 1.5) in "
+        "docs/results/study/report.md: PLW 0 0.97 [0.96, 0.98] vs PLW 1 1.04 [1.03, 1.05] mean completion loss "
+        "on 40 rows x 3 seeds, row-level p = 0.0002; PLW 0.1 0.98 [0.97, 0.99] vs PLW 1 1.04 [1.03, 1.05] mean "
+        "completion loss on 40 rows x 3 seeds, row-level p = 0.001; measured with tiny"
+    )
+    # Told apart, only the lower one is suggested; none lower than PLW 1 at row level, no basis.
+    f["datasets"][1]["pairwise"] = [loss_comparison(0.0, 0.1, 0.97, 0.98, 0.01)]
+    assert suggest_plw(1.4, f).startswith("Suggested prompt_loss_weight: 0, on completion loss (its accuracy was")
+    f["datasets"][1]["comparisons"] = [loss_comparison(0.0, 1.0, 0.97, 1.04, 0.2)]
+    assert suggest_plw(1.4, f) == (
+        "Suggested prompt_loss_weight: no measured basis at this Rg: on long (Rg 1.5) in docs/results/study/report.md, "
+        "its accuracy was not informative (one value in every run), and no PLW below 1 had lower completion loss "
+        "than PLW 1 by the row-level test (p >= 0.05)"
+    )
+
+
+def test_an_informative_accuracy_comes_before_the_loss():
+    c = loss_comparison(0.1, 1.0, 0.5, 0.9, 0.0001)
+    c["paired"] = paired(0.30, 0.28, 0.6)  # informative, not distinguishable: no basis, whatever the loss says
+    line = suggest_plw(0.04, findings([c]))
+    assert "no PLW below 1 was more accurate than PLW 1 by the row-level test" in line
+
+
 def test_no_findings_at_all():
     assert (
         suggest_plw(0.1, {}) == "Suggested prompt_loss_weight: no measured basis (no study findings to compare with)"

@@ -17,8 +17,9 @@ counted with ``Dataset.map(batched=True, num_proc=...)``, so no dataset is held 
 
 After the table, ``plw stats`` quotes what the Rg spectrum study (``plw spectrum``) found on the measured dataset of
 nearest Rg on a log scale, from the packaged ``spectrum_findings.json``, and prints ``Suggested prompt_loss_weight:``
-per dataset (:func:`suggest_plw`): the PLWs the study's row-level test put above PLW 1 there, with what they rest on,
-or "no measured basis" when nothing within a factor of 3 of that Rg was measured.
+per dataset (:func:`suggest_plw`): the PLWs the study's row-level test put above PLW 1 there (on accuracy; on the
+per-row completion loss where no run answers right), with what they rest on, or "no measured basis" when nothing
+within a factor of 3 of that Rg was measured.
 """
 
 from __future__ import annotations
@@ -547,19 +548,80 @@ def _accuracy_text(paired: dict[str, Any], plw: float, against: float) -> str:
     )
 
 
+def _loss_text(loss: dict[str, Any], plw: float, against: float) -> str:
+    """``PLW 0 0.9726 [0.93, 1.01] vs PLW 1 1.0386 [..] mean completion loss on 40 rows x 3 seeds, row-level p =
+    0.0001``."""
+    lo, hi = loss["interval"]
+    rlo, rhi = loss["reference_interval"]
+    seeds = f"{loss['seeds']} seeds" if loss["seeds"] > 1 else "one seed"
+    return (
+        f"PLW {_plw_text(plw)} {loss['mean']:.4g} [{lo:.4g}, {hi:.4g}] vs PLW {_plw_text(against)} "
+        f"{loss['reference_mean']:.4g} [{rlo:.4g}, {rhi:.4g}] mean completion loss on {loss['rows']} rows x {seeds}, "
+        f"row-level p = {loss['p_value']:.2g}"
+    )
+
+
 def _significant(paired: dict[str, Any] | None) -> bool:
     from .verdicts import ALPHA
 
     return bool(paired) and paired.get("informative", False) and paired["p_value"] < ALPHA
 
 
+def _loss_significant(loss: dict[str, Any] | None) -> bool:
+    from .verdicts import ALPHA
+
+    return bool(loss) and loss.get("rows", 0) > 0 and loss["p_value"] < ALPHA
+
+
+# How each measure picks the values it puts above PLW 1: the comparison's field, "is this pair told apart", "is A
+# better", the score to maximise, and the words for one comparison.
+_MEASURES = {
+    "accuracy": (
+        "paired",
+        _significant,
+        lambda m: m["difference"] > 0,
+        lambda m: m["mean"],
+        _accuracy_text,
+    ),
+    "completion loss": (
+        "paired_loss",
+        _loss_significant,
+        lambda m: m["difference"] < 0,
+        lambda m: -m["mean"],
+        _loss_text,
+    ),
+}
+
+
+def _suggestion(nearest: dict[str, Any], measure: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """The values ``measure``'s row-level test put above PLW 1, the best and those the pairwise test cannot tell
+    from it (the best first), with the words for each tie; empty when none is above PLW 1."""
+    key, told_apart, better_than, score, text = _MEASURES[measure]
+    better = [c for c in nearest.get("comparisons") or [] if c.get(key) and told_apart(c[key]) and better_than(c[key])]
+    if not better:
+        return [], []
+    best = max(better, key=lambda c: score(c[key]))
+    pairwise = {(c["plw"], c["against"]): c for c in nearest.get("pairwise") or []}
+    tied, ties_text = [best], []
+    for c in better:
+        if c is best:
+            continue
+        pair = pairwise.get((c["plw"], best["plw"])) or pairwise.get((best["plw"], c["plw"]))
+        if pair and pair.get(key) and not told_apart(pair[key]):
+            tied.append(c)
+            ties_text.append(text(pair[key], pair["plw"], pair["against"]))
+    return tied, ties_text
+
+
 def suggest_plw(rg: float, findings: dict[str, Any]) -> str:
     """One line, ``Suggested prompt_loss_weight: ...``, for data of mean Rg ``rg``, from the measured dataset of
     nearest Rg (:func:`nearest_finding`) when it lies within :data:`NEAR_FACTOR`; "no measured basis" otherwise.
 
-    A value is suggested only where the study's row-level test put it above PLW 1 (p < ALPHA, an informative
-    accuracy). When several are, those the test could not tell apart from the most accurate one are all named, as
-    measured values (not a claim about the values between them). Every number is the study's, with its interval.
+    A value is suggested only where the study's row-level test put it above PLW 1 (p < ALPHA): on accuracy when
+    the accuracy is informative; on the per-row completion loss (lower) when it is not (long completions, where
+    no run answers right) and the runs recorded per-row losses. When several values are above PLW 1, those the
+    pairwise test could not tell apart from the best are all named, as measured values (not a claim about the
+    values between them). Every number is the study's, with its interval.
     """
     from .verdicts import ALPHA
 
@@ -573,29 +635,28 @@ def suggest_plw(rg: float, findings: dict[str, Any]) -> str:
             f"{head} no measured basis: nothing was measured within a factor {NEAR_FACTOR:g} of Rg {rg:.3g} "
             f"(nearest: {where})"
         )
-    comparisons = [c for c in nearest.get("comparisons") or [] if c.get("paired")]
-    better = [c for c in comparisons if _significant(c["paired"]) and c["paired"]["difference"] > 0]
-    if not better:
-        if comparisons and not any(c["paired"].get("informative") for c in comparisons):
-            reason = "its accuracy was not informative (one value in every run), and completion loss was only "
-            reason += "compared seed by seed, without a test"
-        elif comparisons:
-            reason = f"no PLW below 1 was more accurate than PLW 1 by the row-level test (p >= {ALPHA:g})"
-        else:
+    comparisons = nearest.get("comparisons") or []
+    informative = any((c.get("paired") or {}).get("informative") for c in comparisons)
+    has_losses = any((c.get("paired_loss") or {}).get("rows") for c in comparisons)
+    measure = "accuracy" if informative or not has_losses else "completion loss"
+    tied, ties_text = _suggestion(nearest, measure)
+    if not tied:
+        if not comparisons:
             reason = "it has no row-level comparison with PLW 1"
+        elif measure == "completion loss":
+            reason = (
+                "its accuracy was not informative (one value in every run), and no PLW below 1 had lower completion "
+                f"loss than PLW 1 by the row-level test (p >= {ALPHA:g})"
+            )
+        elif not informative:
+            reason = "its accuracy was not informative (one value in every run), and it has no per-row losses"
+        else:
+            reason = f"no PLW below 1 was more accurate than PLW 1 by the row-level test (p >= {ALPHA:g})"
         return f"{head} no measured basis at this Rg: on {where}, {reason}"
-    best = max(better, key=lambda c: c["paired"]["mean"])
-    pairwise = {(c["plw"], c["against"]): c for c in nearest.get("pairwise") or []}
-    tied, ties_text = [best], []
-    for c in better:
-        if c is best:
-            continue
-        pair = pairwise.get((c["plw"], best["plw"])) or pairwise.get((best["plw"], c["plw"]))
-        if pair and pair.get("paired") and not _significant(pair["paired"]):
-            tied.append(c)
-            ties_text.append(_accuracy_text(pair["paired"], pair["plw"], pair["against"]))
+    key, text = _MEASURES[measure][0], _MEASURES[measure][4]
     values = " or ".join(_plw_text(c["plw"]) for c in sorted(tied, key=lambda c: -c["plw"]))
     if len(tied) > 1:
         values += f" (measured values the data cannot choose between: {'; '.join(ties_text)})"
-    evidence = "; ".join(_accuracy_text(c["paired"], c["plw"], c["against"]) for c in tied)
-    return f"{head} {values}. It rests on {where}: {evidence}; measured with {nearest.get('scope') or '?'}"
+    basis = "" if measure == "accuracy" else ", on completion loss (its accuracy was not informative)"
+    evidence = "; ".join(text(c[key], c["plw"], c["against"]) for c in tied)
+    return f"{head} {values}{basis}. It rests on {where}: {evidence}; measured with {nearest.get('scope') or '?'}"
