@@ -67,8 +67,9 @@ for study in "${STUDIES[@]}"; do
       synthetic explanation 128
       "$PLW" sweep configs/spectrum/gsm8k.yaml "${RG[@]}" --set max_train_rows=96 --set batch_size=4 \
         --set packing=false
-      "$PLW" spectrum "$OUT/plw-grid" "$OUT/spectrum-rg/synthetic-sentence" "$OUT/spectrum-rg/synthetic-explanation" \
-        "$OUT/spectrum-rg/gsm8k" --out "$OUT/spectrum-rg"
+      ln -sfn ../plw-grid "$OUT/spectrum-rg/synthetic-bare"  # (a), named for the spectrum (a dataset is its folder)
+      "$PLW" spectrum "$OUT"/spectrum-rg/{synthetic-bare,synthetic-sentence,synthetic-explanation,gsm8k} \
+        --out "$OUT/spectrum-rg"
       ;;
     *) echo "unknown study: $study (a, b or c)" >&2; exit 2 ;;
   esac
