@@ -39,6 +39,7 @@ def test_shipped_configs_exist():
         ({**BASE, "epochs": True}, "epochs: expected float/int, got bool"),
         ({**BASE, "truncation": "cut"}, "truncation: expected one of drop, truncate_prompt_left"),
         ({**BASE, "lora": {"alpah": 8}}, "unknown key lora.alpah (did you mean 'alpha'?)"),
+        ({**BASE, "lora": {"top_layers": 0}}, "lora.top_layers: must be >= 1 or absent, got 0"),
         ({**BASE, "metric_for_best_model": "accuracy"}, "metric_for_best_model: expected an eval_* metric"),
         ({}, "train_data: required"),
         ({**BASE, "packing": True, "attn_implementation": "flash_attention_1"}, "cannot keep packed rows apart"),

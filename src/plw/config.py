@@ -50,7 +50,13 @@ SLURM_KEYS = {
     "sbatch_lines": list,
 }
 
-LORA_KEYS = {"r": int, "alpha": (int, float), "dropout": (int, float), "target_modules": (list, str)}
+LORA_KEYS = {
+    "r": int,
+    "alpha": (int, float),
+    "dropout": (int, float),
+    "target_modules": (list, str),
+    "top_layers": int,
+}
 
 
 @dataclass
@@ -100,7 +106,9 @@ class RunConfig:
         1.0, "share q in (0, 1] of prompt targets scored per training step (weight w/q; evaluation stays exact)"
     )
     lora: dict | None = _f(
-        None, "LoRA settings {r, alpha, dropout, target_modules}; null for full fine-tuning", keys=LORA_KEYS
+        None,
+        "LoRA settings {r, alpha, dropout, target_modules, top_layers}; null for full fine-tuning",
+        keys=LORA_KEYS,
     )
     epochs: float = _f(1.0, "training epochs")
     max_steps: int = _f(-1, "stop after this many optimizer steps (-1: use epochs)")
@@ -205,6 +213,8 @@ class RunConfig:
             raise ConfigError(f"metric_for_best_model: expected an eval_* metric, got {self.metric_for_best_model!r}")
         if self.lora is not None:
             _check_mapping("lora", self.lora, LORA_KEYS)
+            if self.lora.get("top_layers") is not None and self.lora["top_layers"] < 1:
+                raise ConfigError(f"lora.top_layers: must be >= 1 or absent, got {self.lora['top_layers']}")
         if self.packing and self.group_by_length:
             raise ConfigError("group_by_length: only for padded batches; with packing: true there is no padding")
         if self.plw_values is not None:
