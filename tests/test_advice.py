@@ -161,6 +161,13 @@ def test_long_completions_are_advised_on_the_row_level_completion_loss():
     )
 
 
+def test_a_loss_p_at_the_monte_carlo_floor_is_a_bound_not_a_value():
+    f = findings([])
+    f["datasets"][1]["comparisons"] = [loss_comparison(0.0, 1.0, 0.97, 1.04, 1 / 100_001)]
+    line = suggest_plw(1.4, f)
+    assert "row-level p <= 1e-05" in line and "p = 1e-05" not in line, line
+
+
 def test_an_informative_accuracy_comes_before_the_loss():
     c = loss_comparison(0.1, 1.0, 0.5, 0.9, 0.0001)
     c["paired"] = paired(0.30, 0.28, 0.6)  # informative, not distinguishable: no basis, whatever the loss says

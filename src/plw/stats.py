@@ -550,14 +550,16 @@ def _accuracy_text(paired: dict[str, Any], plw: float, against: float) -> str:
 
 def _loss_text(loss: dict[str, Any], plw: float, against: float) -> str:
     """``PLW 0 0.9726 [0.93, 1.01] vs PLW 1 1.0386 [..] mean completion loss on 40 rows x 3 seeds, row-level p =
-    0.0001``."""
+    0.0001``; a Monte Carlo p at its floor reads ``p <= 1e-05`` (below what the draws resolve)."""
+    from .uncertainty import p_text
+
     lo, hi = loss["interval"]
     rlo, rhi = loss["reference_interval"]
     seeds = f"{loss['seeds']} seeds" if loss["seeds"] > 1 else "one seed"
     return (
         f"PLW {_plw_text(plw)} {loss['mean']:.4g} [{lo:.4g}, {hi:.4g}] vs PLW {_plw_text(against)} "
         f"{loss['reference_mean']:.4g} [{rlo:.4g}, {rhi:.4g}] mean completion loss on {loss['rows']} rows x {seeds}, "
-        f"row-level p = {loss['p_value']:.2g}"
+        f"row-level {p_text(loss['p_value'])}"
     )
 
 
