@@ -232,6 +232,9 @@ def test_ctrl_c_stops_every_run(tiny_lora, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        # As from a terminal: a shell starts background jobs (`make test &`) with SIGINT ignored, children inherit
+        # that, and Python then keeps ignoring it, so without this the SIGINT below would never arrive.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     children, trees = [], []
     try:
